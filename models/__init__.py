@@ -1,0 +1,1 @@
+"""tf_lottery model zoo (installed as tf_lottery_models)."""
