@@ -20,3 +20,32 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
+
+from tf_lottery.callbacks import LotteryCallback  # noqa: E402
+from tf_lottery.config import (  # noqa: E402
+    DataConfig,
+    ExperimentConfig,
+    ModelConfig,
+    PruningConfig,
+    RuntimeConfig,
+    TrainingConfig,
+    from_preset,
+)
+from tf_lottery.lottery import Ticket, find_ticket  # noqa: E402
+from tf_lottery.pruning import masked_optimizer, strip, wrap  # noqa: E402
+
+__all__ = [
+    "DataConfig",
+    "ExperimentConfig",
+    "LotteryCallback",
+    "ModelConfig",
+    "PruningConfig",
+    "RuntimeConfig",
+    "Ticket",
+    "TrainingConfig",
+    "find_ticket",
+    "from_preset",
+    "masked_optimizer",
+    "strip",
+    "wrap",
+]
