@@ -35,6 +35,7 @@ class DataConfig:
     dataset: str = "fashion_mnist"
     data_dir: Optional[str] = None
     validation_size: int = 5000
+    train_subset: Optional[int] = None  # train on the first N training examples only (quick trials)
 
 
 @dataclasses.dataclass
@@ -191,6 +192,8 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
     _check_positive("warmup_iterations", t.warmup_iterations, allow_zero=True)
     _check_rate("dropout_rate", config.model.dropout_rate or None)
     _check_positive("validation_size", config.data.validation_size, allow_zero=True)
+    if config.data.train_subset is not None:
+        _check_positive("train_subset", config.data.train_subset)
     _check_choice("strategy", r.strategy, STRATEGIES)
     _check_positive("seed", r.seed, allow_zero=True)
     return config

@@ -176,6 +176,8 @@ class RunDirectory:
                     f"output directory {self.path} holds a run with different hyperparameters "
                     f"({', '.join(diff)}); use another --output_dir or the same flags to resume"
                 )
+            if self.writable:
+                self._remove_stale_temporaries()
             return True
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise ValueError(f"output_dir {self.path!r} exists and is not a directory")
@@ -192,6 +194,18 @@ class RunDirectory:
         except OSError as e:
             raise ValueError(f"output_dir {self.path!r} is not writable ({e.strerror})") from e
         return False
+
+    def _remove_stale_temporaries(self) -> None:
+        """Drop what a killed process left half-written: temporary files and directories, never results."""
+        for root, dirs, files in os.walk(self.path):
+            for name in list(dirs):
+                if (name.startswith(".") and name.endswith(".tmp")) or name.endswith(".old"):
+                    shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+                    dirs.remove(name)
+            for name in files:
+                if name.startswith(".") and name.endswith(".tmp"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(root, name))
 
     # -- arrays -----------------------------------------------------------------------------
     def save_weights(self, name: str, values: list[np.ndarray]) -> None:

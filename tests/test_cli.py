@@ -1,0 +1,85 @@
+"""lottery-find from the shell: bad input costs one line and a non-zero exit, and writes nothing."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+FIND = [sys.executable, "-m", "tf_lottery.cli.find"]
+
+
+def run_find(*flags, cwd=None, timeout=300):
+    env = dict(os.environ, TF_LOTTERY_OFFLINE="1")
+    return subprocess.run(
+        FIND + list(flags), capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
+    )
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("lottery-find: error:")]
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--model=lenet_9000"], "unknown model 'lenet_9000'; known models: conv2, conv4, conv6, lenet_300_100"),
+        (["--dataset=imagenet"], "unknown dataset 'imagenet'; known datasets: cifar10, fashion_mnist, mnist"),
+        (["--pruning_rate=1.5"], "pruning_rate=1.5 is outside the allowed range (0, 1)"),
+        (["--pruning_rate=0"], "pruning_rate=0.0 is outside the allowed range (0, 1)"),
+        (["--conv_pruning_rate=-0.1"], "conv_pruning_rate=-0.1 is outside the allowed range (0, 1)"),
+        (["--rounds=0"], "rounds=0 must be an integer >= 1"),
+        (["--controls=random_reinit,lucky"], "unknown control 'lucky'; allowed: random_reinit, random_prune"),
+        (["--strategy=quantum"], "unknown strategy 'quantum'; allowed: default, one_device, mirrored"),
+        (["--pruning_scope=radial"], "unknown pruning_scope 'radial'; allowed: layerwise, global"),
+        (
+            ["--iterations=50", "--rewind_step=50"],
+            "rewind_step=50 is past the end of training (50 iterations); allowed: 0 <= rewind_step < 50",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, flags, expected):
+    out = tmp_path / "run"
+    result = run_find(*flags, f"--output_dir={out}", "--train_subset=500")
+    assert result.returncode != 0
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1, result.stderr
+    assert expected in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_unavailable_dataset_says_how_to_provide_it(tmp_path):
+    result = run_find("--dataset=mnist", f"--data_dir={tmp_path}/nothing", f"--output_dir={tmp_path}/run")
+    assert result.returncode != 0
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1 and "mnist" in errors[0] and "--data_dir" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_output_dir_that_is_not_writable(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = run_find("--iterations=20", "--rounds=1", "--train_subset=300", f"--output_dir={blocker}/run")
+    assert result.returncode != 0
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1 and "not writable" in errors[0], result.stderr
+    assert blocker.read_text() == "not a directory"
+
+
+def test_a_tiny_real_run_prints_one_line_per_round(tmp_path):
+    out = tmp_path / "run"
+    result = run_find(
+        "--rounds=2", "--iterations=30", "--eval_every=10", "--train_subset=600",
+        "--controls=random_reinit", f"--output_dir={out}",
+    )
+    assert result.returncode == 0, result.stderr
+    rounds = [line for line in result.stdout.splitlines() if re.match(r"round +\d+ \| weights remaining", line)]
+    assert len(rounds) == 2
+    assert "weights remaining 100.00%" in rounds[0]
+    assert "random_reinit" in rounds[1]
+    for needle in ("test acc", "early stop it", " s"):
+        assert needle in rounds[1]
+    assert (out / "summary.json").exists() and (out / "rounds.csv").exists()
+    assert (out / "round_01" / "checkpoint").is_dir()
