@@ -126,6 +126,9 @@ class ExperimentConfig:
         d["data"].pop("data_dir")
         for key in ("strategy", "tpu", "worker_timeout"):
             d["runtime"].pop(key)
+        # More rounds extend a run without changing the rounds it has; checkpoints change no result.
+        d["pruning"].pop("rounds")
+        d["training"].pop("checkpoint_every")
         return d
 
     def fingerprint(self) -> str:

@@ -46,6 +46,15 @@ CSV_COLUMNS = [
 ]
 
 
+def ticket_checkpoint(model) -> tf.train.Checkpoint:
+    """A checkpoint of the model's layers (weights and masks) without its optimizer.
+
+    Rooted at the layers rather than the model so that a compiled model's optimizer state is
+    neither saved nor restored later by TensorFlow's deferred restoration into a fresh optimizer.
+    """
+    return tf.train.Checkpoint(layers=list(model.layers))
+
+
 class CorruptRunError(ValueError):
     """A file of the run directory is truncated, corrupted or from another model."""
 
@@ -238,7 +247,17 @@ class RunDirectory:
         if not self.writable:
             return
         with atomic_directory(self.round_file(round_index, "checkpoint")) as tmp:
-            tf.train.Checkpoint(model=model).write(os.path.join(tmp, "ticket"))
+            ticket_checkpoint(model).write(os.path.join(tmp, "ticket"))
+
+    def restore_checkpoint(self, round_index: int, model) -> None:
+        """Load a round's trained weights and masks into a wrapped model of the same architecture."""
+        prefix = self.checkpoint_prefix(round_index)
+        try:
+            ticket_checkpoint(model).read(prefix).assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError) as e:
+            raise CorruptRunError(
+                f"{prefix} is missing, corrupted or from another model ({type(e).__name__})"
+            ) from e
 
     def checkpoint_prefix(self, round_index: int) -> str:
         return os.path.join(self.round_file(round_index, "checkpoint"), "ticket")

@@ -21,7 +21,7 @@ from tf_lottery import masks as mask_math
 from tf_lottery import pruning, training
 from tf_lottery.callbacks import LotteryCallback
 from tf_lottery.config import ExperimentConfig
-from tf_lottery.experiment import RunDirectory
+from tf_lottery.experiment import CorruptRunError, RunDirectory
 
 ModelSource = Union[keras.Model, Callable[..., keras.Model], None]
 
@@ -99,7 +99,8 @@ def _data_from_datasets(train, validation, test) -> _Data:
 
 
 def _build_model(source: ModelSource, config: ExperimentConfig, data: _Data) -> keras.Model:
-    if isinstance(source, keras.Model):
+    if isinstance(source, keras.Model) or hasattr(source, "layers"):
+        # Any model object (a Keras 3 one too) goes to check_keras_model, which explains a refusal.
         return source
     if source is not None:
         try:
@@ -159,15 +160,19 @@ def _write_tensorboard(run: Optional[RunDirectory], round_index: int, stage: str
         with writer.as_default():
             for key in ("weights_remaining", "test_accuracy", "early_stop_iteration", "early_stop_test_accuracy"):
                 tf.summary.scalar(key, float(row[key]), step=round_index)
+            for control, metrics in row.get("controls", {}).items():
+                for key in ("test_accuracy", "early_stop_iteration", "early_stop_test_accuracy"):
+                    tf.summary.scalar(f"{control}/{key}", float(metrics[key]), step=round_index)
         writer.close()
 
 
 class _Search:
     """One ticket search in progress; `run()` drives it round by round."""
 
-    def __init__(self, model, config, data, run, strategy, callbacks, log):
+    def __init__(self, model, config, data, run, strategy, callbacks, log, progress=None):
         self.config, self.data, self.run_dir = config, data, run
         self.strategy, self.user_callbacks, self.log = strategy, list(callbacks), log
+        self.progress = progress
         self.model = model
         p = config.pruning
         self.lottery = LotteryCallback(
@@ -207,6 +212,7 @@ class _Search:
         done = run.load_stage(round_index, stage) if run else None
         if done is not None:
             return done
+        self._trained.add(stage)
         pruning.set_masks(self.model, masks)
         pruning.restore(self.model, weights)
         seed = _stage_seed(self.config.runtime.seed, round_index, stage)
@@ -227,8 +233,12 @@ class _Search:
 
         last_saved = [start]
         every = self.config.training.checkpoint_every
+        if self.progress is not None:
+            self.progress.begin(round_index, stage, start, self.total_iterations)
 
         def on_evaluation(evaluation):
+            if self.progress is not None:
+                self.progress.update(evaluation)
             if stage == "main":
                 self._save_rewind()
             if run and every and evaluation.iteration - last_saved[0] >= every:
@@ -255,6 +265,8 @@ class _Search:
             history=history,
             on_evaluation=on_evaluation,
         )
+        if self.progress is not None:
+            self.progress.end()
         out = result.metrics()
         out["seconds"] += previous_seconds
         out["history"] = [dataclasses.asdict(e) for e in result.history]
@@ -291,6 +303,12 @@ class _Search:
         else:
             main = main_done
             next_masks = None if last else run.load_masks(round_index, "next_masks.npz")
+            if next_masks is None and not last:
+                # The run was extended (--rounds raised): prune this round's trained weights now.
+                pruning.set_masks(self.model, masks)
+                run.restore_checkpoint(round_index, self.model)
+                next_masks = self.lottery.end_round()
+                run.save_masks(round_index, "next_masks.npz", next_masks)
             self.lottery.level = round_index + 1
 
         row = {k: v for k, v in main.items() if k != "history"}
@@ -317,8 +335,40 @@ class _Search:
             _write_tensorboard(run, round_index, control, result, None)
         return {k: v for k, v in result.items() if k not in ("history", "layers")}
 
+    def _verify_run_directory(self) -> None:
+        """Read every file a resume depends on before writing anything: corruption is one error line."""
+        run = self.run_dir
+        shapes = [v.shape for v in pruning.snapshot(self.model)]
+        for name in ("initial.npz", "rewind.npz"):
+            values = run.load_weights(name)
+            if values is not None and [v.shape for v in values] != shapes:
+                raise CorruptRunError(f"{run.file(name)} holds weights of another model (tensor shapes differ)")
+        dense = run.load_dense_kernels()
+        if dense is not None:
+            self._check_masks(dense, run.file("dense_kernels.npz"))
+        for round_index in range(self.config.pruning.rounds):
+            if not os.path.isdir(run.round_dir(round_index)):
+                continue
+            for name in ("masks.npz", "next_masks.npz"):
+                loaded = run.load_masks(round_index, name)
+                if loaded is not None:
+                    self._check_masks(loaded, run.round_file(round_index, name))
+            for stage in ("main",) + tuple(self.config.pruning.controls):
+                run.load_stage(round_index, stage)
+        if run.load_progress() is not None:
+            try:
+                reader = tf.train.load_checkpoint(run.progress_prefix())
+                reader.get_variable_to_shape_map()
+            except (tf.errors.OpError, ValueError) as e:
+                raise CorruptRunError(
+                    f"{run.file('in_progress')} holds a truncated or corrupted checkpoint "
+                    f"({type(e).__name__}); delete that folder to restart the interrupted round"
+                ) from e
+
     def run(self) -> Ticket:
         run = self.run_dir
+        if run:
+            self._verify_run_directory()
         self.initial = self._initial_weights()
         if self.config.pruning.rewind_step == 0:
             self.lottery.rewind_weights = self.initial
@@ -327,18 +377,20 @@ class _Search:
         if run:
             self.lottery.dense_kernels = run.load_dense_kernels()
         masks = mask_math.ones_like(pruning.get_kernels(self.model))
+        summarized = len(run.read_summary()["rounds"]) if run and os.path.exists(run.file("summary.json")) else 0
         for round_index in range(self.config.pruning.rounds):
             if run and round_index > 0 and run.load_masks(round_index, "masks.npz") is not None:
                 masks = run.load_masks(round_index, "masks.npz")
             self._check_masks(masks)
+            self._trained = set()
             row = self._round(round_index, masks, self.lottery.rewind_weights)
             self.rows.append(row)
             self.round_masks.append(masks)
-            if run:
+            # A resumed run rewrites nothing it already has: only new stages change the directory.
+            if run and (self._trained or round_index >= summarized):
                 run.write_summary(self.config, self.rows)
-                main = run.load_stage(round_index, "main")
-                if main is not None:
-                    _write_tensorboard(run, round_index, "main", main, row)
+                if "main" in self._trained:
+                    _write_tensorboard(run, round_index, "main", run.load_stage(round_index, "main"), row)
             self.log(_format_round(row))
             if self._next_masks is not None:
                 masks = self._next_masks
@@ -354,14 +406,14 @@ class _Search:
             output_dir=run.path if run else None,
         )
 
-    def _check_masks(self, masks) -> None:
+    def _check_masks(self, masks, source: str = "mask") -> None:
         kernels = pruning.get_kernels(self.model)
         for name, kernel in kernels.items():
             if name not in masks or masks[name].shape != kernel.shape:
                 got = None if name not in masks else masks[name].shape
-                raise ValueError(
-                    f"mask file does not fit this model: layer {name!r} has kernel shape {kernel.shape}, "
-                    f"mask shape {got}"
+                raise CorruptRunError(
+                    f"{source} does not fit this model: layer {name!r} has kernel shape {kernel.shape}, "
+                    f"file has {got}"
                 )
 
 
@@ -377,6 +429,7 @@ def find_ticket(
     strategy: Optional[tf.distribute.Strategy] = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     log: Callable[[str], None] = print,
+    progress=None,
 ) -> Ticket:
     """Find a winning ticket by iterative magnitude pruning.
 
@@ -384,7 +437,8 @@ def find_ticket(
     `seed=` if it accepts it), or None for `config.model.name` from the zoo. Data comes from
     `splits` (a `tf_lottery.data.Splits`), from the user's batched `train`/`validation`/`test`
     tf.data datasets, or else from `config.data`. With `output_dir`, every stage is saved and a
-    rerun with the same config resumes. Returns the sparsest ticket and all rounds' metrics.
+    rerun with the same config resumes. `progress` (a `tf_lottery.progress.Progress`) shows
+    each stage's training live. Returns the sparsest ticket and all rounds' metrics.
     """
     config = config_lib.validate(config or ExperimentConfig())
     if config.runtime.deterministic:
@@ -408,6 +462,9 @@ def find_ticket(
             splits = data_lib.load(
                 config.data.dataset, data_dir=config.data.data_dir, validation_size=config.data.validation_size
             )
+        if config.data.train_subset:
+            n = config.data.train_subset
+            splits = dataclasses.replace(splits, train_images=splits.train_images[:n], train_labels=splits.train_labels[:n])
         data = _data_from_splits(splits, config.training.batch_size)
     total = config.training.total_iterations(data.num_train)
     config_lib.check_rewind_step(config, total)
@@ -421,4 +478,4 @@ def find_ticket(
         pruning.check_keras_model(built)
         _check_input_shape(built, data, config.data.dataset if train is None else "train")
         wrapped = pruning.wrap(built)
-    return _Search(wrapped, config, data, run, strategy, callbacks, log).run()
+    return _Search(wrapped, config, data, run, strategy, callbacks, log, progress).run()

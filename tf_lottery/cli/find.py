@@ -7,9 +7,10 @@ override it. Errors in the input are reported in one line with a non-zero exit c
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 import tf_lottery  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
@@ -37,10 +38,14 @@ flags.DEFINE_float("dropout_rate", None, "Dropout rate of the model's hidden FC 
 flags.DEFINE_integer("eval_every", 100, "Iterations between evaluations of validation loss and test accuracy.")
 flags.DEFINE_integer("checkpoint_every", 1000, "Iterations between mid-round checkpoints (0: only at round ends).")
 flags.DEFINE_integer("validation_size", 5000, "Training examples held out for validation (paper: 5,000).")
+flags.DEFINE_integer("train_subset", None, "Train on the first N training examples only (quick trials).")
 flags.DEFINE_integer("seed", 0, "Random seed for initialization, data order and controls.")
 flags.DEFINE_bool("deterministic", False, "Turn on TensorFlow op determinism (bit-identical reruns and resumes).")
 flags.DEFINE_string("strategy", "default", "tf.distribute strategy: default, one_device, mirrored, multi_worker, tpu.")
 flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu.")
+flags.DEFINE_integer("replicates", 1, "Independent searches with seeds seed..seed+N-1, each in output_dir/seed_<s>/ (N > 1).")
+flags.DEFINE_bool("quiet", False, "Print only errors and the final line (no progress bar, no per-round lines).")
+flags.DEFINE_bool("verbose", False, "Also print one line per evaluation (validation loss, test accuracy).")
 
 
 def config_from_flags():
@@ -83,7 +88,12 @@ def config_from_flags():
     config = dataclasses.replace(
         config,
         model=model,
-        data=dataclasses.replace(config.data, data_dir=FLAGS.data_dir, validation_size=FLAGS.validation_size),
+        data=dataclasses.replace(
+            config.data,
+            data_dir=FLAGS.data_dir,
+            validation_size=FLAGS.validation_size,
+            train_subset=FLAGS.train_subset,
+        ),
         training=t,
         pruning=p,
         runtime=config_lib.RuntimeConfig(
@@ -93,34 +103,67 @@ def config_from_flags():
     return config_lib.validate(config)
 
 
+def replicate_runs(config, output_dir: str, replicates: int):
+    """(config, run directory) per replicate: one run as given, or seeds seed.. in output_dir/seed_<s>/."""
+    if replicates < 1:
+        raise ValueError(f"replicates={replicates} must be an integer >= 1")
+    if replicates == 1:
+        return [(config, output_dir)]
+    out = []
+    for seed in range(config.runtime.seed, config.runtime.seed + replicates):
+        runtime = dataclasses.replace(config.runtime, seed=seed)
+        out.append((dataclasses.replace(config, runtime=runtime), os.path.join(output_dir, f"seed_{seed}")))
+    return out
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from tf_lottery import distribute, lottery
+    from tf_lottery.progress import Progress
     from tf_lottery.training import TrainingDiverged
 
+    if FLAGS.quiet and FLAGS.verbose:
+        print("lottery-find: error: --quiet and --verbose exclude each other; give at most one", file=sys.stderr)
+        return 1
+    mode = "quiet" if FLAGS.quiet else "verbose" if FLAGS.verbose else "normal"
+    if not FLAGS.verbose and not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # TF's per-checkpoint INFO lines would drown the rounds
+    say = (lambda line: None) if FLAGS.quiet else (lambda line: print(line, flush=True))
     try:
         config = config_from_flags()
+        runs = replicate_runs(config, FLAGS.output_dir, FLAGS.replicates)
         strategy = distribute.get_strategy(config.runtime)
-        print(f"tf_lottery: {config.model.name} on {config.data.dataset}, {config.pruning.rounds} rounds -> {FLAGS.output_dir}", flush=True)
-        ticket = lottery.find_ticket(
-            config=config,
-            output_dir=FLAGS.output_dir,
-            strategy=strategy,
-            log=lambda line: print(line, flush=True),
-        )
+        tickets = []
+        for run_config, output_dir in runs:
+            say(
+                f"tf_lottery: {config.model.name} on {config.data.dataset}, {config.pruning.rounds} rounds, "
+                f"seed {run_config.runtime.seed} -> {output_dir}"
+            )
+            tickets.append(
+                lottery.find_ticket(
+                    config=run_config,
+                    output_dir=output_dir,
+                    strategy=strategy,
+                    log=say,
+                    progress=Progress(mode),
+                )
+            )
     except (ValueError, TrainingDiverged) as e:
         print(f"lottery-find: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"lottery-find: interrupted; rerun the same command to resume {FLAGS.output_dir}", file=sys.stderr)
         return 130
-    best = ticket.best_round()
-    print(
-        f"done: sparsest ticket keeps {100 * ticket.weights_remaining:.2f}% of weights; best early-stop "
-        f"test accuracy {best['early_stop_test_accuracy']:.4f} at round {best['round']} "
-        f"({100 * best['weights_remaining']:.2f}% remaining). Results: {ticket.output_dir}"
-    )
+    for ticket in tickets:
+        best = ticket.best_round()
+        print(
+            f"done: sparsest ticket keeps {100 * ticket.weights_remaining:.2f}% of weights; best early-stop "
+            f"test accuracy {best['early_stop_test_accuracy']:.4f} at round {best['round']} "
+            f"({100 * best['weights_remaining']:.2f}% remaining). Results: {ticket.output_dir}"
+        )
+    if len(tickets) > 1:
+        print(f"report: lottery-report --run_dir={FLAGS.output_dir} --out=<folder>")
     return 0
 
 
