@@ -7,6 +7,7 @@ directory, so a rerun skips it; a stage cut off mid-way restarts from its last c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -18,7 +19,7 @@ import tf_keras as keras
 
 from tf_lottery import config as config_lib
 from tf_lottery import masks as mask_math
-from tf_lottery import pruning, training
+from tf_lottery import distribute, pruning, training
 from tf_lottery.callbacks import LotteryCallback
 from tf_lottery.config import ExperimentConfig
 from tf_lottery.experiment import CorruptRunError, RunDirectory
@@ -63,6 +64,8 @@ def _data_from_splits(splits, batch_size: int) -> _Data:
     def train_from(seed, start):
         return training.train_batches(splits.train_images, splits.train_labels, batch_size, seed, start)
 
+    if len(splits.train_images) == 0:
+        raise ValueError("the training set is empty; allowed: at least one example")
     if len(splits.test_images) == 0:
         raise ValueError("the test set is empty; allowed: at least one example")
     validation = None
@@ -95,6 +98,17 @@ def _data_from_datasets(train, validation, test) -> _Data:
         input_shape=tuple(spec.shape[1:]),
         num_classes=0,
         name="user datasets",
+    )
+
+
+def _shard_by_example(data: _Data) -> _Data:
+    """Multi-worker: each worker reads the same global batches and keeps its share (exact evaluation)."""
+    shard = distribute.shard_by_data
+    return dataclasses.replace(
+        data,
+        train_from=lambda seed, start: shard(data.train_from(seed, start)),
+        validation=shard(data.validation) if data.validation is not None else None,
+        test=shard(data.test),
     )
 
 
@@ -468,14 +482,24 @@ def find_ticket(
         data = _data_from_splits(splits, config.training.batch_size)
     total = config.training.total_iterations(data.num_train)
     config_lib.check_rewind_step(config, total)
+    if train is None:
+        distribute.check_batch_size(config.training.batch_size, strategy)
+    if distribute.num_workers(strategy) > 1:
+        data = _shard_by_example(data)
 
-    run = RunDirectory(output_dir) if output_dir else None
-    if run:
-        run.prepare(config)
-    keras.utils.set_random_seed(config.runtime.seed)
-    with strategy.scope():
-        built = _build_model(model, config, data)
-        pruning.check_keras_model(built)
-        _check_input_shape(built, data, config.data.dataset if train is None else "train")
-        wrapped = pruning.wrap(built)
-    return _Search(wrapped, config, data, run, strategy, callbacks, log, progress).run()
+    with contextlib.ExitStack() as stack:
+        # Non-chief workers write into a private temporary copy (removed at the end), never output_dir.
+        run = stack.enter_context(distribute.run_directory(output_dir, strategy)) if output_dir else None
+        if run:
+            run.prepare(config)
+        stack.enter_context(distribute.peer_failures(strategy, output_dir))
+        keras.utils.set_random_seed(config.runtime.seed)
+        with strategy.scope():
+            built = _build_model(model, config, data)
+            pruning.check_keras_model(built)
+            _check_input_shape(built, data, config.data.dataset if train is None else "train")
+            wrapped = pruning.wrap(built)
+        ticket = _Search(wrapped, config, data, run, strategy, callbacks, log, progress).run()
+    if output_dir:
+        ticket.output_dir = os.path.abspath(output_dir)  # where the chief wrote the results
+    return ticket
