@@ -1,0 +1,295 @@
+"""Exports of real tickets (Lenet-300-100 and Conv-2 from short runs on Fashion-MNIST slices)."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import tf_lottery  # noqa: F401  (before TensorFlow: tf-keras)
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_lottery import config as C
+from tf_lottery import export as E
+from tf_lottery import pruning
+
+from fashion_slices import as_float, fashion_slice
+
+BIN = os.path.dirname(sys.executable)
+
+
+def _run(tmp_path_factory, model, rounds, rate, iterations):
+    splits = fashion_slice(train=2000, validation=200, test=300)
+    cfg = C.from_preset(model, "fast")
+    cfg = dataclasses.replace(
+        cfg,
+        training=dataclasses.replace(cfg.training, iterations=iterations, eval_every=iterations, checkpoint_every=0),
+        pruning=dataclasses.replace(cfg.pruning, rounds=rounds, fc_rate=rate, conv_rate=rate),
+    )
+    out = str(tmp_path_factory.mktemp(model) / "run")
+    tf_lottery.find_ticket(config=cfg, splits=splits, output_dir=out, log=lambda line: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def lenet_run(tmp_path_factory):
+    # fc layers keep 30%, 9%, 2.7% of their weights at rounds 1-3.
+    return _run(tmp_path_factory, "lenet_300_100", rounds=4, rate=0.7, iterations=30)
+
+
+@pytest.fixture(scope="module")
+def conv_run(tmp_path_factory):
+    return _run(tmp_path_factory, "conv2", rounds=2, rate=0.6, iterations=10)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return as_float(fashion_slice(train=10, validation=0, test=300).test_images)
+
+
+def _logits(path, x):
+    return tf.saved_model.load(path).signatures[E.SIGNATURE](images=tf.constant(x))["logits"].numpy()
+
+
+def _ticket_logits(run_dir, round, x):
+    ticket = E.load_ticket(run_dir, round)
+    return ticket, ticket.wrapped(x, training=False).numpy()
+
+
+def test_dense_export_equals_the_ticket_and_keeps_pruned_weights_zero(lenet_run, images, tmp_path):
+    result = E.export_ticket(lenet_run, str(tmp_path / "serving"), round=3, images=images)
+    assert result.path == str(tmp_path / "serving" / "1") and result.version == 1
+    ticket, expected = _ticket_logits(lenet_run, 3, images)
+    np.testing.assert_allclose(_logits(result.path, images), expected, rtol=0, atol=1e-5)
+    loaded = tf.saved_model.load(result.path)
+    for name, mask in ticket.masks.items():
+        kernel = loaded.layer_variables[name]["kernel"].numpy()
+        assert np.all(kernel[mask == 0] == 0.0)
+        assert np.count_nonzero(kernel[mask == 1]) > 0
+    signature = loaded.signatures[E.SIGNATURE]
+    assert list(signature.structured_input_signature[1]) == ["images"]
+    assert signature.structured_input_signature[1]["images"].shape.as_list() == [None, 28, 28, 1]
+    probabilities = signature(images=tf.constant(images[:5]))["probabilities"].numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert os.stat(result.path).st_mode & 0o555 == 0o555  # a server running as another user can read it
+
+
+def test_sparse_export_stores_survivors_only_and_equals_dense(lenet_run, images, tmp_path):
+    base = str(tmp_path / "serving")
+    dense = E.export_ticket(lenet_run, base, round=3, format="dense", images=images)
+    sizes = {}
+    for round_index in (1, 2, 3):
+        sparse = E.export_ticket(lenet_run, base, round=round_index, format="sparse", images=images)
+        ticket = E.load_ticket(lenet_run, round_index)
+        loaded = tf.saved_model.load(sparse.path)
+        held = [v for layer in loaded.layer_variables.values() for v in layer.values()]
+        stored = sum(int(np.prod(v.shape)) for v in held)
+        kept = sum(int(m.sum()) for m in ticket.masks.values())
+        biases = 300 + 100 + 10
+        assert stored == kept + biases  # no dense kernel anywhere among the variables
+        assert all(layer["storage"] == "sparse" for layer in sparse.verification.layers.values())
+        sizes[round_index] = sparse.verification.size_bytes
+    np.testing.assert_allclose(_logits(sparse.path, images), _logits(dense.path, images), rtol=0, atol=1e-5)
+    assert sizes[1] > sizes[2] > sizes[3]
+    assert sizes[3] < 0.1 * dense.verification.size_bytes  # 97.3% of the fc weights pruned
+
+
+def test_sparse_layer_computes_with_sparse_ops(lenet_run, images, tmp_path):
+    result = E.export_ticket(lenet_run, str(tmp_path / "s"), round=3, format="sparse", images=images)
+    graph = tf.saved_model.load(result.path).signatures[E.SIGNATURE].graph
+    ops = set()
+    for function in graph.as_graph_def().library.function:
+        ops.update(node.op for node in function.node_def)
+    assert {"SparseTensorDenseMatMul", "SparseMatrixMatMul"} <= ops
+    assert "MatMul" not in ops
+    # batches on both sides of the COO / CSR switch agree with the ticket
+    _, expected = _ticket_logits(lenet_run, 3, images)
+    for batch in (1, E.CSR_MIN_BATCH - 1, E.CSR_MIN_BATCH, 300):
+        np.testing.assert_allclose(_logits(result.path, images[:batch]), expected[:batch], rtol=0, atol=1e-5)
+
+
+def test_tflite_keeps_sparsity_and_equals_the_ticket(lenet_run, images, tmp_path):
+    result = E.export_ticket(lenet_run, str(tmp_path / "s"), round=3, format="sparse", tflite=True, images=images)
+    path = os.path.join(result.path, E.TFLITE_FILE)
+    _, expected = _ticket_logits(lenet_run, 3, images)
+    np.testing.assert_allclose(E.tflite_logits(path, images), expected, rtol=0, atol=1e-5)
+    dense_float_bytes = 4 * (784 * 300 + 300 * 100 + 100 * 10)
+    assert os.path.getsize(path) < 0.2 * dense_float_bytes
+    assert result.verification.tflite_max_abs_diff <= 1e-5
+
+
+def test_warmup_requests_are_prediction_logs_that_replay(lenet_run, images, tmp_path):
+    result = E.export_ticket(lenet_run, str(tmp_path / "base"), round="best", model_name="lenet", warmup=4, images=images)
+    logs = E.read_warmup(os.path.join(result.path, "assets.extra", E.WARMUP_FILE))
+    assert len(logs) == 4
+    signature = tf.saved_model.load(result.path).signatures[E.SIGNATURE]
+    for i, log in enumerate(logs):
+        request = log.predict_log.request
+        assert request.model_spec.name == "lenet" and request.model_spec.signature_name == E.SIGNATURE
+        x = tf.make_ndarray(request.inputs["images"])
+        np.testing.assert_array_equal(x, images[i : i + 1])
+        signature(images=tf.constant(x))
+    assert result.verification.warmup_records == 4
+
+
+def test_saved_model_cli_shows_and_runs_the_export(lenet_run, images, tmp_path):
+    result = E.export_ticket(lenet_run, str(tmp_path / "s"), round=3, format="sparse", images=images)
+    cli = os.path.join(BIN, "saved_model_cli")
+    shown = subprocess.run([cli, "show", "--dir", result.path, "--all"], capture_output=True, text=True, check=True)
+    for word in ("serving_default", "images", "logits", "probabilities", "(-1, 28, 28, 1)"):
+        assert word in shown.stdout
+    np.save(tmp_path / "x.npy", images[:8])
+    out = tmp_path / "out"
+    subprocess.run(
+        [cli, "run", "--dir", result.path, "--tag_set", "serve", "--signature_def", "serving_default",
+         "--inputs", f"images={tmp_path / 'x.npy'}", "--outdir", str(out)],
+        capture_output=True, text=True, check=True,
+    )
+    _, expected = _ticket_logits(lenet_run, 3, images[:8])
+    np.testing.assert_allclose(np.load(out / "logits.npy"), expected, rtol=0, atol=1e-5)
+
+
+def test_conv2_exports_dense_and_sparse_with_equal_outputs(conv_run, images, tmp_path):
+    base = str(tmp_path / "conv")
+    dense = E.export_ticket(conv_run, base, round="last", format="dense", images=images)
+    sparse = E.export_ticket(conv_run, base, round="last", format="sparse", images=images)
+    assert (dense.version, sparse.version) == (1, 2)
+    ticket, expected = _ticket_logits(conv_run, 1, images)
+    np.testing.assert_allclose(_logits(dense.path, images), expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(_logits(sparse.path, images), _logits(dense.path, images), rtol=0, atol=1e-5)
+    layers = sparse.verification.layers
+    assert layers["conv2"]["storage"] == "sparse" and layers["fc1"]["storage"] == "sparse"
+    for name, mask in ticket.masks.items():
+        assert layers[name]["pruned_nonzero"] == 0
+        assert layers[name]["weights_remaining"] == pytest.approx(mask.mean(), abs=1e-3)
+    assert sparse.verification.size_bytes < 0.6 * dense.verification.size_bytes
+
+
+def test_verify_reports_signature_sparsity_size_and_agreement(lenet_run, images, tmp_path):
+    result = E.export_ticket(lenet_run, str(tmp_path / "s"), round=2, format="sparse", images=images)
+    check = E.verify(result.path)  # reference rebuilt from the run recorded in the export
+    assert check.ok and check.max_abs_diff <= 1e-5 and check.examples > 0
+    assert check.signature["inputs"] == {"images": ("float32", [None, 28, 28, 1])}
+    assert set(check.signature["outputs"]) == {"logits", "probabilities"}
+    ticket = E.load_ticket(lenet_run, 2)
+    for name, mask in ticket.masks.items():
+        assert check.layers[name]["weights_remaining"] == pytest.approx(mask.mean(), abs=1e-3)
+    assert check.size_bytes == E.directory_bytes(result.path)
+    report = check.report()
+    assert "fc1: sparse kernel (784, 300)" in report and "OK" in report
+
+
+@pytest.mark.slow
+def test_cli_exports_then_verifies(lenet_run, tmp_path):
+    exe = os.path.join(BIN, "lottery-export")
+    base = str(tmp_path / "serving")
+    done = subprocess.run(
+        [exe, f"--run_dir={lenet_run}", "--round=3", f"--export_base={base}", "--format=sparse", "--warmup=2"],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "exported version 1" in done.stdout and "OK" in done.stdout
+    checked = subprocess.run([exe, f"--verify={base}/1"], capture_output=True, text=True)
+    assert checked.returncode == 0 and "warmup: 2 PredictionLog records" in checked.stdout
+    refused = subprocess.run(
+        [exe, f"--run_dir={lenet_run}", "--round=3", f"--export_base={base}", "--version=1"],
+        capture_output=True, text=True,
+    )
+    assert refused.returncode != 0
+    ours = [line for line in refused.stderr.splitlines() if line.startswith("lottery-export")]
+    assert "Traceback" not in refused.stderr
+    assert ours == [
+        f"lottery-export: error: version directory {base}/1 already exists; pass overwrite (--overwrite) "
+        "to replace it or choose another version"
+    ]
+
+
+# -- bad input ---------------------------------------------------------------------------------
+def test_missing_or_unfinished_run_directory(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        E.load_ticket(str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no summary.json"):
+        E.load_ticket(str(tmp_path / "empty"))
+
+
+def test_round_selection():
+    rounds = [
+        {"round": 0, "early_stop_test_accuracy": 0.8, "weights_remaining": 1.0},
+        {"round": 1, "early_stop_test_accuracy": 0.9, "weights_remaining": 0.5},
+        {"round": 2, "early_stop_test_accuracy": 0.9, "weights_remaining": 0.25},
+        {"round": 3, "early_stop_test_accuracy": 0.7, "weights_remaining": 0.1},
+    ]
+    assert E.select_round(rounds, "best") == 2  # ties go to the sparser round
+    assert E.select_round(rounds, "last") == 3
+    assert E.select_round(rounds, "1") == 1
+    with pytest.raises(ValueError, match="round 4 is out of range; allowed: best, last or 0..3"):
+        E.select_round(rounds, 4)
+    with pytest.raises(ValueError, match="round 'first' is not a round"):
+        E.select_round(rounds, "first")
+    with pytest.raises(ValueError, match="no finished round"):
+        E.select_round([], "best")
+
+
+def test_existing_version_is_refused_unless_overwrite(lenet_run, images, tmp_path):
+    base = str(tmp_path / "s")
+    first = E.export_ticket(lenet_run, base, round=1, images=images)
+    with pytest.raises(ValueError, match="already exists; pass overwrite"):
+        E.export_ticket(lenet_run, base, round=3, version=1, images=images)
+    assert E.load_ticket(lenet_run, 1).masks["fc1"].mean() == pytest.approx(
+        first.verification.layers["fc1"]["weights_remaining"], abs=1e-3
+    )
+    again = E.export_ticket(lenet_run, base, round=3, format="sparse", version=1, overwrite=True, images=images)
+    assert again.path == first.path and E.read_metadata(again.path)["round"] == 3
+    assert sorted(os.listdir(base)) == ["1"]
+
+
+def test_failed_export_leaves_no_version_directory(lenet_run, images, tmp_path, monkeypatch):
+    base = tmp_path / "s"
+
+    def broken(path, *args):
+        with open(path, "wb") as f:
+            f.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(E, "_write_warmup", broken)
+    with pytest.raises(OSError, match="disk full"):
+        E.export_ticket(lenet_run, str(base), round=3, warmup=3, images=images)
+    assert os.listdir(base) == []
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "..", "/abs", ".hidden", "x y"])
+def test_model_name_cannot_escape_the_export_base(name, lenet_run, tmp_path):
+    with pytest.raises(ValueError, match="model_name"):
+        E.export_ticket(lenet_run, str(tmp_path / "base"), model_name=name)
+    assert not (tmp_path / "escape").exists()
+
+
+def test_model_name_through_a_symlink_is_refused(tmp_path):
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "link").symlink_to(tmp_path)
+    with pytest.raises(ValueError, match="resolves outside export_base"):
+        E.model_directory(str(base), "link")
+    assert E.model_directory(str(base), "lenet") == str(base / "lenet")
+
+
+def test_bad_format_warmup_and_version(lenet_run, tmp_path):
+    ticket = E.load_ticket(lenet_run, 1)
+    for kwargs, message in (
+        ({"format": "csr"}, "unknown format 'csr'; allowed: dense, sparse"),
+        ({"warmup": 1001}, "warmup=1001 must be an integer in 0..1000"),
+        ({"version": 0}, "version=0 must be an integer >= 1"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            E.export_model(ticket.wrapped, str(tmp_path / "b"), **kwargs)
+    assert not (tmp_path / "b").exists() or os.listdir(tmp_path / "b") == []
+
+
+def test_stripped_in_memory_model_exports_too(lenet_run, images, tmp_path):
+    ticket = E.load_ticket(lenet_run, 3)
+    stripped = pruning.strip(ticket.wrapped)
+    result = E.export_model(stripped, str(tmp_path / "m"), format="sparse", images=images)
+    np.testing.assert_allclose(_logits(result.path, images), stripped(images).numpy(), rtol=0, atol=1e-5)
+    assert result.verification.layers["fc1"]["weights_remaining"] == pytest.approx(ticket.masks["fc1"].mean(), abs=1e-6)

@@ -1,0 +1,71 @@
+"""lottery-export: export a round of a ticket search as a TF Serving version, or verify an export.
+
+  lottery-export --run_dir=runs/lenet --round=best --export_base=serving/lenet --format=sparse --warmup=10
+  lottery-export --verify=serving/lenet/1
+
+Errors in the input are reported in one line with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+
+import tf_lottery  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("run_dir", None, "Run directory written by lottery-find.")
+flags.DEFINE_string("round", "best", "best (highest early-stop test accuracy, ties: sparser), last, or a round number.")
+flags.DEFINE_string("export_base", None, "Base directory; the version goes to <export_base>[/<model_name>]/<version>/.")
+flags.DEFINE_string("model_name", None, "Optional subdirectory of export_base named after the served model.")
+flags.DEFINE_integer("version", None, "Version directory number (default: one more than the highest existing).")
+flags.DEFINE_enum("format", "dense", ["dense", "sparse"], "dense kernels, or pruned kernels as surviving values + positions.")
+flags.DEFINE_integer("warmup", 0, "Write this many TF Serving warmup requests (assets.extra/tf_serving_warmup_requests).")
+flags.DEFINE_bool("tflite", False, "Also write model.tflite with TFLite's sparsity optimization.")
+flags.DEFINE_bool("overwrite", False, "Replace an existing version directory.")
+flags.DEFINE_string("verify", None, "Only verify this export directory: signature, sparsity, size, output agreement.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from tf_lottery import export
+
+    logging.set_verbosity(logging.WARNING)
+    try:
+        if FLAGS.verify:
+            check = export.verify(FLAGS.verify, run_dir=FLAGS.run_dir)
+            print(check.report())
+            return 0 if check.ok else 1
+        if not FLAGS.run_dir or not FLAGS.export_base:
+            raise ValueError("give --run_dir and --export_base (or --verify=EXPORT_DIR)")
+        result = export.export_ticket(
+            FLAGS.run_dir,
+            FLAGS.export_base,
+            round=FLAGS.round,
+            format=FLAGS.format,
+            model_name=FLAGS.model_name,
+            version=FLAGS.version,
+            warmup=FLAGS.warmup,
+            tflite=FLAGS.tflite,
+            overwrite=FLAGS.overwrite,
+        )
+    except ValueError as e:
+        print(f"lottery-export: error: {e}", file=sys.stderr)
+        return 1
+    except RuntimeError as e:
+        print(f"lottery-export: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    print(result.verification.report())
+    print(f"exported version {result.version} to {result.path}")
+    return 0
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
