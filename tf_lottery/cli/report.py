@@ -1,0 +1,64 @@
+"""lottery-report: plots and a Markdown table of one or more ticket searches.
+
+Reads only summary.json and the per-round JSON logs, so a finished run copied from another
+machine (or its `--data_out` copy) is enough. Several --run_dir flags, or a parent folder of
+replicates, are averaged with min-max error bars.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_multi_string("run_dir", [], "A lottery-find output_dir, or a folder of replicates (repeatable).")
+flags.DEFINE_string("out", "report", "Folder for report.md, curves.json and the PNG plots.")
+flags.DEFINE_list(
+    "levels", ["100", "51.3", "21.1", "7.0", "3.6", "1.9"],
+    "Percent of weights remaining whose training curves to draw (the nearest round each; paper's Figure 3).",
+)
+flags.DEFINE_string("data_out", None, "Also copy the small files the report reads (JSON, CSV) here, to share or check in.")
+
+
+def _levels(values) -> list[float]:
+    try:
+        levels = [float(v) for v in values]
+    except ValueError:
+        raise ValueError(f"--levels={','.join(values)} must be numbers (percent of weights remaining)") from None
+    bad = [v for v in levels if not 0 < v <= 100]
+    if bad:
+        raise ValueError(f"--levels value {bad[0]} is outside the allowed range (0, 100]")
+    return levels
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from tf_lottery import report
+
+    try:
+        if not FLAGS.run_dir:
+            raise ValueError("no --run_dir given; pass a lottery-find output_dir (repeat the flag for several)")
+        command = "lottery-report " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        result = report.write_report(FLAGS.run_dir, FLAGS.out, _levels(FLAGS.levels), command=command)
+        copied = report.export_data(FLAGS.run_dir, FLAGS.data_out) if FLAGS.data_out else []
+    except ValueError as e:
+        print(f"lottery-report: error: {e}", file=sys.stderr)
+        return 1
+    for note in result.notes:
+        print(f"missing: {note}")
+    print(f"report of {len(result.runs)} run(s): {', '.join(result.files)}")
+    if copied:
+        print(f"copied {len(copied)} data files to {FLAGS.data_out}")
+    return 0
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
