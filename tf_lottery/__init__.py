@@ -21,31 +21,30 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
-from tf_lottery.callbacks import LotteryCallback  # noqa: E402
-from tf_lottery.config import (  # noqa: E402
-    DataConfig,
-    ExperimentConfig,
-    ModelConfig,
-    PruningConfig,
-    RuntimeConfig,
-    TrainingConfig,
-    from_preset,
-)
-from tf_lottery.lottery import Ticket, find_ticket  # noqa: E402
-from tf_lottery.pruning import masked_optimizer, strip, wrap  # noqa: E402
+# The public API loads lazily (PEP 562), so `import tf_lottery` only sets the environment and
+# tools that need no TensorFlow (lottery-report) start fast.
+_EXPORTS = {
+    "LotteryCallback": "tf_lottery.callbacks",
+    "DataConfig": "tf_lottery.config",
+    "ExperimentConfig": "tf_lottery.config",
+    "ModelConfig": "tf_lottery.config",
+    "PruningConfig": "tf_lottery.config",
+    "RuntimeConfig": "tf_lottery.config",
+    "TrainingConfig": "tf_lottery.config",
+    "from_preset": "tf_lottery.config",
+    "Ticket": "tf_lottery.lottery",
+    "find_ticket": "tf_lottery.lottery",
+    "masked_optimizer": "tf_lottery.pruning",
+    "strip": "tf_lottery.pruning",
+    "wrap": "tf_lottery.pruning",
+}
 
-__all__ = [
-    "DataConfig",
-    "ExperimentConfig",
-    "LotteryCallback",
-    "ModelConfig",
-    "PruningConfig",
-    "RuntimeConfig",
-    "Ticket",
-    "TrainingConfig",
-    "find_ticket",
-    "from_preset",
-    "masked_optimizer",
-    "strip",
-    "wrap",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'tf_lottery' has no attribute {name!r}")
