@@ -199,6 +199,8 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
         _check_positive("train_subset", config.data.train_subset)
     _check_choice("strategy", r.strategy, STRATEGIES)
     _check_positive("seed", r.seed, allow_zero=True)
+    if not (isinstance(r.worker_timeout, (int, float)) and 0 < r.worker_timeout < math.inf):
+        raise ValueError(f"worker_timeout={r.worker_timeout!r} must be a positive number of seconds")
     return config
 
 

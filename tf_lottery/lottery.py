@@ -453,6 +453,10 @@ def find_ticket(
     tf.data datasets, or else from `config.data`. With `output_dir`, every stage is saved and a
     rerun with the same config resumes. `progress` (a `tf_lottery.progress.Progress`) shows
     each stage's training live. Returns the sparsest ticket and all rounds' metrics.
+
+    Under `strategy` (e.g. from `tf_lottery.distribute.get_strategy`) the whole search runs in
+    its scope and `config.training.batch_size` is the global batch; in a multi-worker cluster
+    only the chief writes `output_dir` and a lost worker raises `distribute.WorkerLostError`.
     """
     config = config_lib.validate(config or ExperimentConfig())
     if config.runtime.deterministic:

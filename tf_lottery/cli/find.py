@@ -43,6 +43,7 @@ flags.DEFINE_integer("seed", 0, "Random seed for initialization, data order and 
 flags.DEFINE_bool("deterministic", False, "Turn on TensorFlow op determinism (bit-identical reruns and resumes).")
 flags.DEFINE_string("strategy", "default", "tf.distribute strategy: default, one_device, mirrored, multi_worker, tpu.")
 flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu.")
+flags.DEFINE_float("worker_timeout", 300.0, "multi_worker: seconds to wait for every worker at start-up and at each all-reduce.")
 flags.DEFINE_integer("replicates", 1, "Independent searches with seeds seed..seed+N-1, each in output_dir/seed_<s>/ (N > 1).")
 flags.DEFINE_bool("quiet", False, "Print only errors and the final line (no progress bar, no per-round lines).")
 flags.DEFINE_bool("verbose", False, "Also print one line per evaluation (validation loss, test accuracy).")
@@ -97,7 +98,11 @@ def config_from_flags():
         training=t,
         pruning=p,
         runtime=config_lib.RuntimeConfig(
-            strategy=FLAGS.strategy, tpu=FLAGS.tpu, seed=FLAGS.seed, deterministic=FLAGS.deterministic
+            strategy=FLAGS.strategy,
+            tpu=FLAGS.tpu,
+            seed=FLAGS.seed,
+            deterministic=FLAGS.deterministic,
+            worker_timeout=FLAGS.worker_timeout,
         ),
     )
     return config_lib.validate(config)
@@ -149,7 +154,7 @@ def main(argv):
                     progress=Progress(mode),
                 )
             )
-    except (ValueError, TrainingDiverged) as e:
+    except (ValueError, TrainingDiverged, distribute.WorkerLostError) as e:
         print(f"lottery-find: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
