@@ -22,8 +22,9 @@ class LotteryCallback(keras.callbacks.Callback):
     """Record the rewind weights, then prune by magnitude and rewind after each round.
 
     Use it on a model wrapped by `tf_lottery.wrap` (or `prune_low_magnitude` with a frozen
-    schedule), with a fresh optimizer each round, for example
-    `model.compile(tf_lottery.masked_optimizer(Adam(1.2e-3), model), ...)`.
+    schedule), with a fresh masked optimizer each round, for example
+    `model.compile(tf_lottery.masked_optimizer(Adam(1.2e-3), model), ...)`; on a `wrap`ped
+    model any other optimizer is refused when training begins.
     """
 
     def __init__(
@@ -55,6 +56,12 @@ class LotteryCallback(keras.callbacks.Callback):
 
     # -- recording the rewind point -------------------------------------------------------
     def on_train_begin(self, logs=None):
+        optimizer = getattr(self.model, "optimizer", None)
+        if pruning.needs_masked_optimizer(self.model) and not pruning.is_masked_optimizer_for(optimizer, self.model):
+            raise ValueError(
+                f"optimizer {type(optimizer).__name__} does not mask this model's gradients; compile with "
+                "tf_lottery.masked_optimizer(optimizer, model) so pruned weights stay exactly 0"
+            )
         if self.rewind_weights is None and self.rewind_step == 0:
             self.rewind_weights = pruning.snapshot(self.model)
 

@@ -2,7 +2,8 @@
 
 TF-MOT's own schedule is frozen (`FixedMask` never fires), so masks change only when
 tf_lottery writes them; gradients of pruned weights are masked by `masked_optimizer`, so
-pruned weights stay exactly 0 at every step, not only after TF-MOT's next forward pass.
+pruned weights stay exactly 0 at every step. That makes TF-MOT's per-step weight*mask
+assignment redundant, and `wrap` turns it off (it cost ~6% of a Lenet step).
 Mask keys are the names of the wrapped (original) layers.
 """
 
@@ -72,7 +73,36 @@ def wrap(model: keras.Model) -> keras.Model:
     # The wrappers count steps themselves; TF-MOT asserts the count starts at >= 0.
     for layer in prunable_layers(wrapped):
         layer.pruning_step.assign(0)
+        _skip_per_step_masking(layer)
     return wrapped
+
+
+@tf.autograph.experimental.do_not_convert
+def _no_op():
+    return tf.no_op()
+
+
+def _skip_per_step_masking(wrapper) -> None:
+    """Drop TF-MOT's per-step mask update and weight*mask assignment from a wrapper's forward pass.
+
+    Masks are fixed during a round (the update never fires) and `masked_optimizer` keeps pruned
+    weights at exactly 0, so both only cost time: 6-8% of a Lenet-300-100 training step on CPU
+    (benchmarks/imp_vs_fit.py). Training such a model therefore requires `masked_optimizer`.
+    """
+    wrapper.pruning_obj.conditional_mask_update = _no_op
+    wrapper.pruning_obj.weight_mask_op = _no_op
+    wrapper._tf_lottery_fixed_mask = True
+
+
+def needs_masked_optimizer(wrapped: keras.Model) -> bool:
+    """True when the model's wrappers rely on `masked_optimizer` to keep pruned weights at 0."""
+    return any(getattr(w, "_tf_lottery_fixed_mask", False) for w in prunable_layers(wrapped))
+
+
+def is_masked_optimizer_for(optimizer, wrapped: keras.Model) -> bool:
+    """True when `optimizer` masks the gradient of every prunable kernel of `wrapped`."""
+    bound = getattr(optimizer, "_tf_lottery_masked_kernels", None)
+    return bound is not None and all(id(kernel) in bound for kernel, _ in mask_bindings(wrapped))
 
 
 def prunable_layers(wrapped: keras.Model) -> list:
@@ -222,7 +252,9 @@ def masked_optimizer(optimizer: keras.optimizers.Optimizer, wrapped: keras.Model
             return super().apply_gradients(masked, *args, **kwargs)
 
     Masked.__name__ = "Masked" + base.__name__
-    return Masked.from_config(optimizer.get_config())
+    masked = Masked.from_config(optimizer.get_config())
+    masked._tf_lottery_masked_kernels = frozenset(bindings)
+    return masked
 
 
 def strip(wrapped: keras.Model) -> keras.Model:
