@@ -288,3 +288,12 @@ def test_empty_training_set_is_refused(tmp_path):
     empty = dataclasses.replace(splits, train_images=splits.train_images[:0], train_labels=splits.train_labels[:0])
     with pytest.raises(ValueError, match="empty"):
         tf_lottery.find_ticket(config=config_lib.from_preset("lenet_300_100", "fast"), splits=empty)
+
+
+def test_pickled_arrays_are_never_loaded(finished_run, tmp_path):
+    out = copy_run(finished_run, tmp_path / "run")
+    np.savez(out / "round_01" / "masks.npz", fc1=np.array([{"evil": 1}], dtype=object))
+    before = snapshot_files(out)
+    line = one_error_line(rerun(out))
+    assert "round_01/masks.npz" in line
+    assert snapshot_files(out) == before
