@@ -152,14 +152,16 @@ def test_a_subclassed_model_is_refused_in_one_line(splits):
         tf_lottery.wrap(Subclassed())
 
 
-def test_an_input_shape_that_does_not_fit_the_data_is_refused_naming_both(splits):
+def test_an_input_shape_that_does_not_fit_the_data_is_refused_naming_both(splits, tmp_path):
     def cifar_sized():
         inputs = keras.Input((32, 32, 3))
         return keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)), name="wide")
 
+    out = tmp_path / "run"
     with pytest.raises(ValueError, match=r"\(28, 28, 1\).*'wide'.*\(32, 32, 3\)") as info:
-        tf_lottery.find_ticket(cifar_sized(), small_config(), splits=splits, log=lambda s: None)
+        tf_lottery.find_ticket(cifar_sized(), small_config(), splits=splits, output_dir=str(out), log=lambda s: None)
     assert "\n" not in str(info.value)
+    assert not out.exists()  # refused before anything was written
     train = tf.data.Dataset.from_tensor_slices((as_float(splits.train_images), splits.train_labels)).batch(60)
     with pytest.raises(ValueError, match=r"\(28, 28, 1\).*\(32, 32, 3\)") as info:
         tf_lottery.find_ticket(cifar_sized(), small_config(), train=train, test=train, log=lambda s: None)

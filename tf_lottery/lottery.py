@@ -494,15 +494,15 @@ def find_ticket(
     with contextlib.ExitStack() as stack:
         # Non-chief workers write into a private temporary copy (removed at the end), never output_dir.
         run = stack.enter_context(distribute.run_directory(output_dir, strategy)) if output_dir else None
-        if run:
-            run.prepare(config)
-        stack.enter_context(distribute.peer_failures(strategy, output_dir))
         keras.utils.set_random_seed(config.runtime.seed)
         with strategy.scope():
             built = _build_model(model, config, data)
             pruning.check_keras_model(built)
             _check_input_shape(built, data, config.data.dataset if train is None else "train")
             wrapped = pruning.wrap(built)
+        if run:
+            run.prepare(config)  # only once the model and data are known to fit: bad input writes nothing
+        stack.enter_context(distribute.peer_failures(strategy, output_dir))
         ticket = _Search(wrapped, config, data, run, strategy, callbacks, log, progress).run()
     if output_dir:
         ticket.output_dir = os.path.abspath(output_dir)  # where the chief wrote the results
