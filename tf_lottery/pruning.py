@@ -9,14 +9,13 @@ Mask keys are the names of the wrapped (original) layers.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Optional
+from typing import Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 import tensorflow_model_optimization as tfmot
 
-from tf_lottery import masks as mask_math
 
 _PRUNABLE_TYPES = (
     keras.layers.Dense,
@@ -269,14 +268,6 @@ def count_pruned_nonzero(wrapped: keras.Model) -> int:
         weight, mask, _ = wrapper.pruning_vars[0]
         total += int(np.count_nonzero(weight.numpy()[mask.numpy() == 0]))
     return total
-
-
-def all_masks_ones(wrapped: keras.Model) -> dict[str, np.ndarray]:
-    return mask_math.ones_like(get_kernels(wrapped))
-
-
-def iter_layer_names(wrapped: keras.Model) -> Iterable[str]:
-    return (layer_name(w) for w in prunable_layers(wrapped))
 
 
 def layer_rates(
