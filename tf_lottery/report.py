@@ -345,7 +345,7 @@ def _weights_axis(ax, series: Sequence[Series]) -> None:
 
     ax.set_xscale("log")
     xs = sorted({float(x) for s in series for x in s.x}, reverse=True)
-    ticks = xs[:: max(1, len(xs) // 7)]
+    ticks = xs[:: max(1, math.ceil(len(xs) / 7))]  # at most 7 labels: more overlap in a half-width panel
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticklabels([f"{t:.3g}" for t in ticks])
