@@ -297,3 +297,20 @@ def test_pickled_arrays_are_never_loaded(finished_run, tmp_path):
     line = one_error_line(rerun(out))
     assert "round_01/masks.npz" in line
     assert snapshot_files(out) == before
+
+
+def test_a_rewind_point_is_saved_once_and_reused_on_resume(finished_run, tmp_path):
+    out = tmp_path / "rewind"
+    flags = ["--train_subset=600", "--rounds=2", "--iterations=20", "--eval_every=10",
+             "--rewind_step=5", f"--output_dir={out}"]
+    first = subprocess.run(FIND + flags, capture_output=True, text=True, timeout=300, env=env())
+    assert first.returncode == 0, first.stderr
+    rewind = np.load(out / "rewind.npz", allow_pickle=False)
+    initial = np.load(out / "initial.npz", allow_pickle=False)
+    assert rewind.files == initial.files
+    assert any(not np.array_equal(rewind[k], initial[k]) for k in rewind.files)  # theta_5, not theta_0
+    before = snapshot_files(out)
+    again = subprocess.run(FIND + flags, capture_output=True, text=True, timeout=300, env=env())
+    assert again.returncode == 0, again.stderr
+    assert snapshot_files(out) == before
+    assert not (finished_run / "rewind.npz").exists()  # rewind_step 0: theta_0 lives in initial.npz only

@@ -14,6 +14,7 @@ from typing import Mapping, Optional
 import numpy as np
 import tf_keras as keras
 
+from tf_lottery import config as config_lib
 from tf_lottery import masks as mask_math
 from tf_lottery import pruning
 
@@ -38,8 +39,6 @@ class LotteryCallback(keras.callbacks.Callback):
         prune_at_train_end: bool = True,
     ):
         super().__init__()
-        from tf_lottery import config as config_lib
-
         config_lib._check_rate("fc_rate", fc_rate)
         config_lib._check_rate("conv_rate", conv_rate)
         config_lib._check_rate("output_rate", output_rate, allow_zero=True)

@@ -3,7 +3,7 @@
 Layout (RR is the two-digit round):
   config.json                the ExperimentConfig and its fingerprint (written first, checked on resume)
   initial.npz                theta_0, every parameter before training
-  rewind.npz                 the rewind point (theta_0, or the weights after rewind_step iterations)
+  rewind.npz                 the rewind point when rewind_step > 0 (otherwise theta_0 = initial.npz)
   dense_kernels.npz          the dense run's trained kernels (one-shot pruning reads them)
   round_RR/masks.npz         the mask trained in round RR
   round_RR/checkpoint/       TF checkpoint of the trained weights and masks of round RR

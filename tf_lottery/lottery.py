@@ -216,9 +216,11 @@ class _Search:
         return values
 
     def _save_rewind(self) -> None:
+        """Persist a rewind point recorded at rewind_step > 0 (theta_0 is initial.npz already)."""
         run = self.run_dir
-        if run and self.lottery.rewind_weights is not None and not os.path.exists(run.file("rewind.npz")):
+        if run and not self._rewind_saved and self.lottery.rewind_weights is not None:
             run.save_weights("rewind.npz", self.lottery.rewind_weights)
+            self._rewind_saved = True
 
     # -- one stage ----------------------------------------------------------------------------
     def _train_stage(self, round_index: int, stage: str, masks, weights) -> dict:
@@ -289,11 +291,12 @@ class _Search:
         return out
 
     # -- one round ----------------------------------------------------------------------------
-    def _round(self, round_index: int, masks, rewind_weights) -> dict:
+    def _round(self, round_index: int, masks) -> tuple[dict, dict, Optional[dict]]:
+        """Train (or read back) round `round_index` and its controls: (summary row, main result, next masks)."""
         run = self.run_dir
         last = round_index == self.config.pruning.rounds - 1
         self.lottery.level = round_index
-        weights = self.initial if round_index == 0 else rewind_weights
+        weights = self.initial if round_index == 0 else self.lottery.rewind_weights
         main_done = run.load_stage(round_index, "main") if run else None
         if main_done is None:
             if run:
@@ -330,8 +333,7 @@ class _Search:
         if round_index > 0:
             for control in self.config.pruning.controls:
                 row["controls"][control] = self._control(round_index, control, masks)
-        self._next_masks = next_masks
-        return row
+        return row, main, next_masks
 
     def _control(self, round_index: int, control: str, masks) -> dict:
         run = self.run_dir
@@ -343,7 +345,7 @@ class _Search:
             control_masks = mask_math.random_masks(masks, np.random.default_rng(seed))
             weights = rewind
         result = self._train_stage(round_index, control, control_masks, weights)
-        if run and run.load_stage(round_index, control) is None:
+        if run and control in self._trained:
             run.save_stage(round_index, control, result)
             run.clear_progress()
             _write_tensorboard(run, round_index, control, result, None)
@@ -386,28 +388,30 @@ class _Search:
         self.initial = self._initial_weights()
         if self.config.pruning.rewind_step == 0:
             self.lottery.rewind_weights = self.initial
-        elif run and run.load_weights("rewind.npz") is not None:
-            self.lottery.rewind_weights = run.load_weights("rewind.npz")
+        elif run:
+            self.lottery.rewind_weights = run.load_weights("rewind.npz")  # None until recorded
+        self._rewind_saved = self.lottery.rewind_weights is not None
         if run:
             self.lottery.dense_kernels = run.load_dense_kernels()
         masks = mask_math.ones_like(pruning.get_kernels(self.model))
         summarized = len(run.read_summary()["rounds"]) if run and os.path.exists(run.file("summary.json")) else 0
         for round_index in range(self.config.pruning.rounds):
-            if run and round_index > 0 and run.load_masks(round_index, "masks.npz") is not None:
-                masks = run.load_masks(round_index, "masks.npz")
+            saved = run.load_masks(round_index, "masks.npz") if run and round_index > 0 else None
+            if saved is not None:
+                masks = saved
             self._check_masks(masks)
             self._trained = set()
-            row = self._round(round_index, masks, self.lottery.rewind_weights)
+            row, main, next_masks = self._round(round_index, masks)
             self.rows.append(row)
             self.round_masks.append(masks)
             # A resumed run rewrites nothing it already has: only new stages change the directory.
             if run and (self._trained or round_index >= summarized):
                 run.write_summary(self.config, self.rows)
                 if "main" in self._trained:
-                    _write_tensorboard(run, round_index, "main", run.load_stage(round_index, "main"), row)
+                    _write_tensorboard(run, round_index, "main", main, row)
             self.log(_format_round(row))
-            if self._next_masks is not None:
-                masks = self._next_masks
+            if next_masks is not None:
+                masks = next_masks
         # Leave the model holding the sparsest ticket, reset to its rewind point.
         pruning.set_masks(self.model, masks)
         pruning.restore(self.model, self.lottery.rewind_weights)
