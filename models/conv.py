@@ -4,7 +4,7 @@ import tf_lottery  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 import tf_keras as keras
 
 from tf_lottery_models.lenet import fully_connected
-from tf_lottery_models.registry import Preset, glorot_normal, register
+from tf_lottery_models.registry import glorot_normal, register
 
 
 def _conv_net(
@@ -40,13 +40,13 @@ def _conv_net(
 
 @register(
     "conv2",
-    Preset(
+    dict(
         optimizer="adam",
         learning_rate=2e-4,
         batch_size=60,
         iterations=20_000,
-        conv_pruning_rate=0.1,
-        fc_pruning_rate=0.2,
+        conv_rate=0.1,
+        fc_rate=0.2,
     ),
 )
 def conv2(
@@ -58,13 +58,13 @@ def conv2(
 
 @register(
     "conv4",
-    Preset(
+    dict(
         optimizer="adam",
         learning_rate=3e-4,
         batch_size=60,
         iterations=25_000,
-        conv_pruning_rate=0.1,
-        fc_pruning_rate=0.2,
+        conv_rate=0.1,
+        fc_rate=0.2,
     ),
 )
 def conv4(
@@ -76,13 +76,13 @@ def conv4(
 
 @register(
     "conv6",
-    Preset(
+    dict(
         optimizer="adam",
         learning_rate=3e-4,
         batch_size=60,
         iterations=30_000,
-        conv_pruning_rate=0.15,
-        fc_pruning_rate=0.2,
+        conv_rate=0.15,
+        fc_rate=0.2,
     ),
 )
 def conv6(

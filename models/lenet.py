@@ -4,7 +4,7 @@ import tf_lottery  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 import tensorflow as tf
 import tf_keras as keras
 
-from tf_lottery_models.registry import Preset, glorot_normal, layer_seed, register
+from tf_lottery_models.registry import glorot_normal, layer_seed, register
 
 
 def fully_connected(
@@ -39,7 +39,7 @@ def fully_connected(
 @register(
     "lenet_300_100",
     # Figure 2: fc 20%; the output layer at half that (output_pruning_rate None).
-    Preset(optimizer="adam", learning_rate=1.2e-3, batch_size=60, iterations=50_000, fc_pruning_rate=0.2),
+    dict(optimizer="adam", learning_rate=1.2e-3, batch_size=60, iterations=50_000, fc_rate=0.2),
 )
 def lenet_300_100(
     input_shape: tuple[int, ...], num_classes: int = 10, dropout_rate: float = 0.0, seed: int | None = None

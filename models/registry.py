@@ -1,103 +1,59 @@
-"""Model builders registered by name, each with the paper's training and pruning preset."""
+"""Model builders registered by name, each with the paper's hyperparameters as a preset.
 
-import dataclasses
+A preset is a set of flat config fields (`tf_lottery.config` names: `learning_rate`,
+`fc_rate`, ...) that override the defaults of `ExperimentConfig`; `config.from_preset` applies
+it. Registering checks it by building the config, so a typo fails at import, not mid-run.
+"""
+
 from collections.abc import Callable
+from types import MappingProxyType
+from typing import Any, Mapping
 
-import tf_lottery  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 import tf_keras as keras
 
 # build(input_shape, num_classes=10, dropout_rate=0.0, seed=None) -> keras.Model
 Builder = Callable[..., keras.Model]
 
-OPTIMIZERS = ("adam", "sgd")
-PRUNING_SCOPES = ("layerwise", "global")
+_BUILDERS: dict[str, Builder] = {}
+_PRESETS: dict[str, Mapping[str, Any]] = {}
 
 
-@dataclasses.dataclass(frozen=True)
-class Preset:
-    """How the paper trains and prunes a model (Figure 2 and Appendices)."""
+def register(name: str, preset: Mapping[str, Any]) -> Callable[[Builder], Builder]:
+    """Decorator: register a builder under `name` with its paper preset (flat config fields)."""
+    from tf_lottery import config as config_lib
 
-    optimizer: str
-    learning_rate: float
-    batch_size: int
-    iterations: int
-    momentum: float = 0.0
-    # Iterations where the SGD learning rate drops by 10x.
-    lr_boundaries: tuple[int, ...] = ()
-    # Linear warmup from 0 to learning_rate over this many iterations.
-    warmup_iterations: int = 0
-    fc_pruning_rate: float = 0.2
-    conv_pruning_rate: float = 0.2
-    # None: half the rate of the output layer's kind (the paper's rule).
-    output_pruning_rate: float | None = None
-    pruning_scope: str = "layerwise"
-    dropout_rate: float = 0.0
-
-    def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
-        if self.pruning_scope not in PRUNING_SCOPES:
-            raise ValueError(
-                f"unknown pruning_scope {self.pruning_scope!r}; known: {', '.join(PRUNING_SCOPES)}"
-            )
-        rates = {
-            "fc_pruning_rate": self.fc_pruning_rate,
-            "conv_pruning_rate": self.conv_pruning_rate,
-            "output_pruning_rate": self.output_pruning_rate,
-            "dropout_rate": self.dropout_rate,
-        }
-        for field, rate in rates.items():
-            if rate is not None and not 0.0 <= rate < 1.0:
-                raise ValueError(f"{field} must be in [0, 1), got {rate}")
-        if list(self.lr_boundaries) != sorted(set(self.lr_boundaries)) or any(
-            not 0 < b < self.iterations for b in self.lr_boundaries
-        ):
-            raise ValueError(
-                f"lr_boundaries must increase strictly within (0, {self.iterations}), "
-                f"got {self.lr_boundaries}"
-            )
-
-
-@dataclasses.dataclass(frozen=True)
-class _Entry:
-    builder: Builder
-    preset: Preset
-
-
-_REGISTRY: dict[str, _Entry] = {}
-
-
-def register(name: str, preset: Preset) -> Callable[[Builder], Builder]:
-    """Decorator: register a builder under `name` with its paper preset."""
+    config_lib.override(config_lib.ExperimentConfig(), **preset)  # a bad field or value fails here
 
     def decorate(builder: Builder) -> Builder:
-        if name in _REGISTRY:
+        if name in _BUILDERS:
             raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = _Entry(builder, preset)
+        _BUILDERS[name] = builder
+        _PRESETS[name] = MappingProxyType(dict(preset))
         return builder
 
     return decorate
 
 
-def _entry(name: str) -> _Entry:
-    if name not in _REGISTRY:
+def _known(name: str) -> None:
+    if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(names())}")
-    return _REGISTRY[name]
 
 
 def get_builder(name: str) -> Builder:
     """The builder registered under `name`; ValueError listing known names if none."""
-    return _entry(name).builder
+    _known(name)
+    return _BUILDERS[name]
 
 
-def get_preset(name: str) -> Preset:
-    """The paper's preset for `name`; ValueError listing known names if none."""
-    return _entry(name).preset
+def get_preset(name: str) -> Mapping[str, Any]:
+    """The paper's config fields for `name`; ValueError listing known names if none."""
+    _known(name)
+    return _PRESETS[name]
 
 
 def names() -> list[str]:
     """Registered model names, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(_BUILDERS)
 
 
 def layer_seed(seed: int | None, index: int) -> int | None:

@@ -7,7 +7,7 @@ import tf_lottery  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 import tensorflow as tf
 import tf_keras as keras
 
-from tf_lottery_models.registry import Preset, glorot_normal, register
+from tf_lottery_models.registry import glorot_normal, register
 
 
 def _conv_bn(
@@ -47,7 +47,7 @@ def _block(
     "resnet18",
     # Figure 2: SGD 0.1-0.01-0.001, momentum 0.9, 30K iterations / batch 128, "conv 20%, fc 0%"
     # pruned globally (the output layer stays dense). Appendix: drops at 20K and 25K; 20K warmup.
-    Preset(
+    dict(
         optimizer="sgd",
         learning_rate=0.1,
         momentum=0.9,
@@ -55,9 +55,9 @@ def _block(
         iterations=30_000,
         lr_boundaries=(20_000, 25_000),
         warmup_iterations=20_000,
-        conv_pruning_rate=0.2,
-        fc_pruning_rate=0.2,  # no hidden FC layer: the only FC is the output, kept dense below
-        output_pruning_rate=0.0,
+        conv_rate=0.2,
+        fc_rate=0.2,  # no hidden FC layer: the only FC is the output, kept dense below
+        output_rate=0.0,
         pruning_scope="global",
     ),
 )

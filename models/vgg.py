@@ -3,7 +3,7 @@
 import tf_lottery  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 import tf_keras as keras
 
-from tf_lottery_models.registry import Preset, glorot_normal, register
+from tf_lottery_models.registry import glorot_normal, register
 
 # Filters per conv; "pool" is a 2x2 max pool.
 _PLAN = (
@@ -19,7 +19,7 @@ _PLAN = (
     "vgg19",
     # Figure 2: "conv 20%, fc 0%" pruned globally; the only FC layer is the output, which stays dense.
     # Appendix: 112K iterations, 10x drops at 56K and 84K; tickets at rate 0.1 need 10K warmup.
-    Preset(
+    dict(
         optimizer="sgd",
         learning_rate=0.1,
         momentum=0.9,
@@ -27,9 +27,9 @@ _PLAN = (
         iterations=112_000,
         lr_boundaries=(56_000, 84_000),
         warmup_iterations=10_000,
-        conv_pruning_rate=0.2,
-        fc_pruning_rate=0.2,  # no hidden FC layer: the only FC is the output, kept dense below
-        output_pruning_rate=0.0,
+        conv_rate=0.2,
+        fc_rate=0.2,  # no hidden FC layer: the only FC is the output, kept dense below
+        output_rate=0.0,
         pruning_scope="global",
     ),
 )

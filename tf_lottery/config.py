@@ -1,8 +1,11 @@
-"""Typed configuration of a ticket search, its validation, and a fingerprint for resuming.
+"""Typed configuration of a ticket search: one dataclass per part, each checked when it is built.
 
-Every experiment is described by these dataclasses; the CLI fills them from flags and the
-Python API takes them directly. `validate` turns every user mistake into one ValueError
-line naming the bad value and what is allowed.
+Every setting has one name: the dataclass field is the `lottery-find` flag (`fc_rate` is
+`--fc_rate`), the key in `config.json`, and the name in every error message. Field names are
+unique across the sections so that the flat names work everywhere (`override(config, fc_rate=0.3)`).
+Each field carries its help text; `tf_lottery/cli/flags.py` generates the flags from them.
+
+This module imports neither TensorFlow nor Keras, so tools that only read runs stay light.
 """
 
 from __future__ import annotations
@@ -11,47 +14,168 @@ import dataclasses
 import hashlib
 import json
 import math
-from typing import Any, Optional
+import numbers
+from typing import Any, Optional, Union
 
-CONTROLS = ("random_reinit", "random_prune")
+# The names each choice allows. Pruning strategies and branches live in their registries
+# (tf_lottery.strategies, tf_lottery.branches) and are checked against them by `validate_names`.
 SCOPES = ("layerwise", "global")
 SCHEDULES = ("iterative", "one_shot")
-OPTIMIZERS = ("adam", "sgd")
+RETRAIN_MODES = ("weight_rewind", "lr_rewind", "finetune")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+# Keras optimizer names accepted as a string; any Keras optimizer config (a dict) is accepted too.
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "ftrl")
+# Fields that change no result: where data lives, how the run is spread or checkpointed, how long
+# it goes on (more rounds extend a run without changing the rounds it has).
+NOT_RESULT_FIELDS = ("data_dir", "strategy", "tpu", "worker_timeout", "rounds", "checkpoint_every")
+MAX_SEED = 2**32 - 1
+CONFIG_VERSION = 2
 
 
-@dataclasses.dataclass
+def setting(default: Any, help: str, **kwargs) -> Any:
+    """A config field with its help text (the flag's help)."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use a tuple default")
+    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+
+
+def _check_rate(name: str, value: Optional[float], allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value)
+    low_ok = ok and (value >= 0.0 if allow_zero else value > 0.0)
+    if not (low_ok and value < 1.0):
+        allowed = "[0, 1) (0 leaves the layer dense)" if allow_zero else "(0, 1)"
+        raise ValueError(f"{name}={value!r} is outside the allowed range {allowed}")
+
+
+def _check_choice(name: str, value: Any, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
+
+
+def _check_int(name: str, value: Any, low: int = 1, high: Optional[int] = None) -> None:
+    is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not is_int or value < low or (high is not None and value > high):
+        allowed = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
+        raise ValueError(f"{name}={value!r} must be {allowed}")
+
+
+def _check_positive_number(name: str, value: Any) -> None:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (ok and 0 < value < math.inf):
+        raise ValueError(f"{name}={value!r} must be a positive number")
+
+
+def _as_tuple(value: Any, item_type: type) -> tuple:
+    """Tuples stay, lists become tuples, and a comma-separated string is split (controls="a,b")."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise ValueError(f"{value!r} is not a list") from None
+    if item_type is int:
+        return tuple(int(v) if isinstance(v, str) else v for v in items)
+    return items
+
+
+def _set(obj, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)  # normalizing a frozen dataclass in __post_init__
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Which architecture to build (a name in the model zoo) and its dropout rate."""
+    """Which zoo architecture to build (ignored when you pass your own model) and its dropout."""
 
-    name: str = "lenet_300_100"
-    dropout_rate: float = 0.0
+    model: str = setting("lenet_300_100", "Model zoo name: lenet_300_100, conv2, conv4, conv6, vgg19, resnet18.")
+    dropout_rate: float = setting(0.0, "Dropout rate after the hidden FC layers of the zoo models (0: none).")
+
+    def __post_init__(self):
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError(f"model={self.model!r} must be a model zoo name")
+        if self.dropout_rate:
+            _check_rate("dropout_rate", self.dropout_rate)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Which dataset, where its files are, and how many training examples are held out."""
 
-    dataset: str = "fashion_mnist"
-    data_dir: Optional[str] = None
-    validation_size: int = 5000
-    train_subset: Optional[int] = None  # train on the first N training examples only (quick trials)
+    dataset: str = setting("fashion_mnist", "Dataset: mnist, fashion_mnist or cifar10.")
+    data_dir: Optional[str] = setting(None, "TFDS data_dir, or a folder with the raw IDX / CIFAR-10 binary files.")
+    validation_size: int = setting(5000, "Training examples held out for validation (early stopping; paper: 5,000).")
+    train_subset: Optional[int] = setting(None, "Train on the first N training examples only (quick trials).")
+
+    def __post_init__(self):
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise ValueError(f"dataset={self.dataset!r} must be a dataset name")
+        if self.data_dir is not None and (not isinstance(self.data_dir, str) or not self.data_dir):
+            raise ValueError(f"data_dir={self.data_dir!r} must be a non-empty path (or None)")
+        # Early stopping selects on the validation set; without one it would select on the test set.
+        _check_int("validation_size", self.validation_size, low=1)
+        if self.train_subset is not None:
+            _check_int("train_subset", self.train_subset)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class TrainingConfig:
-    """How each network of the search trains. `iterations` wins over `epochs` when both are set."""
+    """How each network of the search trains. `iterations` wins over `epochs` when both are set.
 
-    optimizer: str = "adam"
-    learning_rate: float = 1.2e-3
-    momentum: float = 0.9
-    batch_size: int = 60
-    epochs: Optional[int] = None
-    iterations: Optional[int] = 50_000
-    lr_boundaries: tuple[int, ...] = ()
-    warmup_iterations: int = 0
-    eval_every: int = 100
-    checkpoint_every: int = 1000
+    `optimizer` is a Keras optimizer name (with `learning_rate` and `momentum`), or a Keras
+    optimizer config (`keras.optimizers.serialize(opt)`), which carries its own learning rate;
+    then `learning_rate` and `momentum` must be None. Every network trains with a fresh optimizer
+    built from it, as in the paper.
+    """
+
+    optimizer: Union[str, dict] = setting("adam", "Optimizer: " + ", ".join(OPTIMIZERS) + ".")
+    learning_rate: Optional[float] = setting(1.2e-3, "Learning rate (with an optimizer name).")
+    momentum: Optional[float] = setting(0.9, "Momentum of sgd and rmsprop (with an optimizer name).")
+    batch_size: int = setting(60, "Global batch size (split across replicas under a strategy).")
+    epochs: Optional[int] = setting(None, "Epochs a network trains (used when iterations is unset).")
+    iterations: Optional[int] = setting(50_000, "Iterations a network trains (wins over epochs).")
+    lr_boundaries: tuple[int, ...] = setting((), "Iterations where the learning rate drops 10x.")
+    warmup_iterations: int = setting(0, "Linear learning-rate warmup from 0 over this many iterations.")
+    eval_every: int = setting(100, "Iterations between evaluations of validation loss and test accuracy.")
+    checkpoint_every: int = setting(1000, "Iterations between mid-round checkpoints (0: only at round ends).")
+    jit_compile: bool = setting(False, "Compile training steps with XLA (faster; float results differ slightly).")
+
+    def __post_init__(self):
+        _set(self, "lr_boundaries", _as_tuple(self.lr_boundaries, int))
+        if isinstance(self.optimizer, dict):
+            if not isinstance(self.optimizer.get("class_name"), str) or not isinstance(self.optimizer.get("config"), dict):
+                raise ValueError(
+                    "optimizer config must be {'class_name': ..., 'config': {...}} as keras.optimizers.serialize gives"
+                )
+            for name in ("learning_rate", "momentum"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{name}={getattr(self, name)!r} cannot be combined with an optimizer config, which carries "
+                        f"its own; set {name}=None"
+                    )
+        else:
+            _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+            if self.learning_rate is None:
+                raise ValueError("learning_rate=None needs an optimizer config; give a positive number")
+            _check_positive_number("learning_rate", self.learning_rate)
+            if self.momentum is not None and not (isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1):
+                raise ValueError(f"momentum={self.momentum!r} is outside the allowed range [0, 1)")
+        _check_int("batch_size", self.batch_size)
+        if self.iterations is None and self.epochs is None:
+            raise ValueError("give either epochs or iterations (both are unset)")
+        if self.iterations is not None:
+            _check_int("iterations", self.iterations)
+        if self.epochs is not None:
+            _check_int("epochs", self.epochs)
+        _check_int("eval_every", self.eval_every)
+        _check_int("checkpoint_every", self.checkpoint_every, low=0)
+        _check_int("warmup_iterations", self.warmup_iterations, low=0)
+        for b in self.lr_boundaries:
+            _check_int("lr_boundaries", b)
+        if list(self.lr_boundaries) != sorted(set(self.lr_boundaries)):
+            raise ValueError(f"lr_boundaries={self.lr_boundaries!r} must increase strictly")
+        if not isinstance(self.jit_compile, bool):
+            raise ValueError(f"jit_compile={self.jit_compile!r} must be True or False")
 
     def total_iterations(self, num_train_examples: int) -> int:
         """Iterations of one training run: `iterations`, or `epochs` full passes over the data."""
@@ -60,7 +184,7 @@ class TrainingConfig:
         return int(self.epochs) * math.ceil(num_train_examples / self.batch_size)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class PruningConfig:
     """The IMP schedule: `rounds` networks from dense (round 0) down, at per-kind rates.
 
@@ -68,28 +192,59 @@ class PruningConfig:
     for Lenet and Conv-2/4/6; 0 leaves it dense (the paper's VGG-19 and Resnet-18).
     """
 
-    rounds: int = 12
-    fc_rate: float = 0.2
-    conv_rate: float = 0.1
-    output_rate: Optional[float] = None
-    scope: str = "layerwise"
-    schedule: str = "iterative"
-    rewind_step: int = 0
-    controls: tuple[str, ...] = ()
+    rounds: int = setting(12, "Networks trained: round 0 is dense, round r keeps (1-p)^r of the weights.")
+    fc_rate: float = setting(0.2, "Fraction of surviving fully connected weights pruned each round (paper: 0.2).")
+    conv_rate: float = setting(0.1, "Fraction of surviving convolution weights pruned each round (paper: 0.1-0.2).")
+    output_rate: Optional[float] = setting(None, "Rate of the output layer (default: half its kind's; 0: dense).")
+    pruning_scope: str = setting("layerwise", "layerwise (each layer by its own scores) or global (one threshold).")
+    pruning_strategy: str = setting("magnitude", "How weights are scored for pruning (see tf_lottery.strategies).")
+    schedule: str = setting("iterative", "iterative (prune, rewind, retrain) or one_shot (prune the dense run's weights).")
+    rewind_step: int = setting(0, "Rewind survivors to the weights at this iteration of the dense run (0: theta_0).")
+    retrain: str = setting("weight_rewind", "After pruning: weight_rewind (the paper), lr_rewind or finetune.")
+    controls: tuple[str, ...] = setting((), "Branches trained beside each pruned ticket: random_reinit, random_prune, ...")
+
+    def __post_init__(self):
+        _set(self, "controls", _as_tuple(self.controls, str))
+        _check_int("rounds", self.rounds)
+        _check_rate("fc_rate", self.fc_rate)
+        _check_rate("conv_rate", self.conv_rate)
+        _check_rate("output_rate", self.output_rate, allow_zero=True)
+        _check_choice("pruning_scope", self.pruning_scope, SCOPES)
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("retrain", self.retrain, RETRAIN_MODES)
+        _check_int("rewind_step", self.rewind_step, low=0)
+        if len(set(self.controls)) != len(self.controls):
+            raise ValueError(f"controls={','.join(self.controls)} names a control twice")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class RuntimeConfig:
     """Where and how reproducibly it runs."""
 
-    strategy: str = "default"
-    tpu: Optional[str] = None
-    seed: int = 0
-    deterministic: bool = False
-    worker_timeout: float = 300.0
+    strategy: str = setting("default", "tf.distribute strategy: " + ", ".join(STRATEGIES) + ".")
+    tpu: Optional[str] = setting(None, "TPU name or grpc:// address for strategy tpu ('local' on a TPU VM).")
+    seed: int = setting(0, "Random seed for initialization, data order and controls.")
+    deterministic: bool = setting(False, "Turn on TensorFlow op determinism (bit-identical reruns and resumes).")
+    worker_timeout: float = setting(300.0, "Seconds to wait for every worker (multi_worker) or the TPU to answer.")
+
+    def __post_init__(self):
+        _check_choice("strategy", self.strategy, STRATEGIES)
+        _check_int("seed", self.seed, low=0, high=MAX_SEED)
+        if not isinstance(self.deterministic, bool):
+            raise ValueError(f"deterministic={self.deterministic!r} must be True or False")
+        _check_positive_number("worker_timeout", self.worker_timeout)
 
 
-@dataclasses.dataclass
+SECTIONS = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "training": TrainingConfig,
+    "pruning": PruningConfig,
+    "runtime": RuntimeConfig,
+}
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """A whole ticket search. The same config always means the same results (given `deterministic`)."""
 
@@ -99,148 +254,107 @@ class ExperimentConfig:
     pruning: PruningConfig = dataclasses.field(default_factory=PruningConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
 
+    def __post_init__(self):
+        for name, kind in SECTIONS.items():
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be a {kind.__name__}")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
-        def build(kind, values):
-            names = {f.name for f in dataclasses.fields(kind)}
-            unknown = set(values) - names
-            if unknown:
-                raise ValueError(f"unknown config fields {sorted(unknown)} for {kind.__name__}")
-            values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-            return kind(**values)
+        """The config of a `to_dict()` dictionary; unknown sections or fields are a ValueError."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a config must be a dictionary of sections, not {type(d).__name__}")
+        unknown = set(d) - set(SECTIONS)
+        if unknown:
+            raise ValueError(f"unknown config sections {sorted(unknown)}; allowed: {', '.join(SECTIONS)}")
+        sections = {}
+        for name, kind in SECTIONS.items():
+            values = d.get(name, {})
+            if not isinstance(values, dict):
+                raise ValueError(f"config section {name!r} must be a dictionary, not {type(values).__name__}")
+            fields = {f.name for f in dataclasses.fields(kind)}
+            extra = set(values) - fields
+            if extra:
+                raise ValueError(f"unknown config fields {sorted(extra)} in section {name!r}")
+            sections[name] = kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        return cls(**sections)
 
-        return cls(
-            model=build(ModelConfig, d.get("model", {})),
-            data=build(DataConfig, d.get("data", {})),
-            training=build(TrainingConfig, d.get("training", {})),
-            pruning=build(PruningConfig, d.get("pruning", {})),
-            runtime=build(RuntimeConfig, d.get("runtime", {})),
-        )
+    def flat(self) -> dict[str, Any]:
+        """Every field by its (unique) name."""
+        return {f.name: getattr(getattr(self, s), f.name) for s, kind in SECTIONS.items() for f in dataclasses.fields(kind)}
 
     def result_fields(self) -> dict[str, Any]:
-        """The fields that decide a run's results (not where or on what hardware it runs)."""
-        d = self.to_dict()
-        d["data"].pop("data_dir")
-        for key in ("strategy", "tpu", "worker_timeout"):
-            d["runtime"].pop(key)
-        # More rounds extend a run without changing the rounds it has; checkpoints change no result.
-        d["pruning"].pop("rounds")
-        d["training"].pop("checkpoint_every")
-        return d
+        """The fields that decide a run's results (not where, on what hardware, or for how many rounds)."""
+        return {k: v for k, v in self.flat().items() if k not in NOT_RESULT_FIELDS}
 
     def fingerprint(self) -> str:
         """A short hash of the result-deciding fields: a run directory belongs to one fingerprint."""
-        blob = json.dumps(self.result_fields(), sort_keys=True).encode()
+        blob = json.dumps(self.result_fields(), sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def differing_fields(a: ExperimentConfig, b: ExperimentConfig) -> list[str]:
-    """Dotted names of the result-deciding fields where two configs differ."""
+def section_of(field_name: str) -> str:
+    """The section ('training', ...) holding a field; ValueError naming the known fields if none."""
+    for section, kind in SECTIONS.items():
+        if field_name in {f.name for f in dataclasses.fields(kind)}:
+            return section
+    known = sorted(f.name for kind in SECTIONS.values() for f in dataclasses.fields(kind))
+    raise ValueError(f"unknown config field {field_name!r}; known: {', '.join(known)}")
+
+
+def override(config: ExperimentConfig, **values: Any) -> ExperimentConfig:
+    """`config` with fields replaced by their flat names: override(config, fc_rate=0.3, seed=1)."""
+    by_section: dict[str, dict[str, Any]] = {}
+    for name, value in values.items():
+        by_section.setdefault(section_of(name), {})[name] = value
+    changes = {s: dataclasses.replace(getattr(config, s), **v) for s, v in by_section.items()}
+    return dataclasses.replace(config, **changes)
+
+
+def differing_fields(a: ExperimentConfig, b: ExperimentConfig, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Names of the result-deciding fields where two configs differ (except `ignore`)."""
     da, db = a.result_fields(), b.result_fields()
-    out = []
-    for section in da:
-        for key in da[section]:
-            if da[section][key] != db.get(section, {}).get(key):
-                out.append(f"{section}.{key}")
-    return out
+    return [k for k in da if k not in ignore and _canonical(da[k]) != _canonical(db.get(k))]
 
 
-def _check_rate(name: str, value: Optional[float], allow_zero: bool = False) -> None:
-    if value is None:
-        return
-    low_ok = value >= 0.0 if allow_zero else value > 0.0
-    if not isinstance(value, (int, float)) or math.isnan(value) or not (low_ok and value < 1.0):
-        allowed = "[0, 1) (0 leaves the layer dense)" if allow_zero else "(0, 1)"
-        raise ValueError(f"{name}={value!r} is outside the allowed range {allowed}")
+def _canonical(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=list))
 
 
-def _check_choice(name: str, value: str, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
+# -- run directories written before version 2 -------------------------------------------------
+_RENAMED_IN_V2 = {("model", "name"): "model", ("pruning", "scope"): "pruning_scope"}
 
 
-def _check_positive(name: str, value, allow_zero: bool = False) -> None:
-    low = 0 if allow_zero else 1
-    if value is None or int(value) != value or value < low:
-        raise ValueError(f"{name}={value!r} must be an integer >= {low}")
+def upgrade(saved: dict[str, Any], version: int) -> dict[str, Any]:
+    """A config dictionary of an older `config.json` in today's names and meaning."""
+    if version >= CONFIG_VERSION:
+        return saved
+    d = {section: dict(values) if isinstance(values, dict) else values for section, values in saved.items()}
+    for (section, old), new in _RENAMED_IN_V2.items():
+        if isinstance(d.get(section), dict) and old in d[section]:
+            d[section][new] = d[section].pop(old)
+    # Version 1 trained without XLA and rewound weights only.
+    d.setdefault("training", {}).setdefault("jit_compile", False)
+    return d
 
 
-def validate(config: ExperimentConfig) -> ExperimentConfig:
-    """Raise a one-line ValueError for the first invalid field; return the config otherwise."""
-    p, t, r = config.pruning, config.training, config.runtime
-    _check_positive("rounds", p.rounds)
-    _check_rate("pruning_rate", p.fc_rate)
-    _check_rate("conv_pruning_rate", p.conv_rate)
-    _check_rate("output_pruning_rate", p.output_rate, allow_zero=True)
-    _check_choice("pruning_scope", p.scope, SCOPES)
-    _check_choice("schedule", p.schedule, SCHEDULES)
-    _check_positive("rewind_step", p.rewind_step, allow_zero=True)
-    for control in p.controls:
-        _check_choice("control", control, CONTROLS)
-    _check_choice("optimizer", t.optimizer, OPTIMIZERS)
-    if not t.learning_rate > 0 or math.isinf(t.learning_rate):
-        raise ValueError(f"learning_rate={t.learning_rate!r} must be a positive number")
-    _check_positive("batch_size", t.batch_size)
-    if t.iterations is None and t.epochs is None:
-        raise ValueError("give either epochs or iterations (both are unset)")
-    if t.iterations is not None:
-        _check_positive("iterations", t.iterations)
-    if t.epochs is not None:
-        _check_positive("epochs", t.epochs)
-    _check_positive("eval_every", t.eval_every)
-    _check_positive("checkpoint_every", t.checkpoint_every, allow_zero=True)
-    _check_positive("warmup_iterations", t.warmup_iterations, allow_zero=True)
-    _check_rate("dropout_rate", config.model.dropout_rate or None)
-    _check_positive("validation_size", config.data.validation_size, allow_zero=True)
-    if config.data.train_subset is not None:
-        _check_positive("train_subset", config.data.train_subset)
-    _check_choice("strategy", r.strategy, STRATEGIES)
-    _check_positive("seed", r.seed, allow_zero=True)
-    if not (isinstance(r.worker_timeout, (int, float)) and 0 < r.worker_timeout < math.inf):
-        raise ValueError(f"worker_timeout={r.worker_timeout!r} must be a positive number of seconds")
-    return config
-
-
-def check_rewind_step(config: ExperimentConfig, total_iterations: int) -> None:
-    """A rewind point must lie inside the dense training run."""
-    step = config.pruning.rewind_step
-    if step >= total_iterations and step > 0:
-        raise ValueError(
-            f"rewind_step={step} is past the end of training ({total_iterations} iterations); "
-            f"allowed: 0 <= rewind_step < {total_iterations}"
-        )
-
-
+# -- presets: configs of the same type ---------------------------------------------------------
 PRESETS = ("paper", "fast")
+FAST_EPOCHS = 4
 
 
-def from_preset(model_name: str, preset: str = "paper", dataset: str = "fashion_mnist") -> ExperimentConfig:
-    """The paper's hyperparameters for a zoo model ('paper'), or the same with 4 epochs a round ('fast')."""
+def from_preset(model: str, preset: str = "paper", dataset: str = "fashion_mnist") -> ExperimentConfig:
+    """The paper's hyperparameters for a zoo model ('paper'), or the same with 4 epochs a round ('fast').
+
+    The zoo registers each model's paper values as flat field overrides (`tf_lottery_models`).
+    """
     import tf_lottery_models as zoo
 
     _check_choice("preset", preset, PRESETS)
-    p = zoo.get_preset(model_name)
-    iterations = p.iterations if preset == "paper" else None
-    return ExperimentConfig(
-        model=ModelConfig(name=model_name, dropout_rate=p.dropout_rate),
-        data=DataConfig(dataset=dataset),
-        training=TrainingConfig(
-            optimizer=p.optimizer,
-            learning_rate=p.learning_rate,
-            momentum=p.momentum or 0.9,
-            batch_size=p.batch_size,
-            iterations=iterations,
-            epochs=None if iterations else 4,
-            lr_boundaries=tuple(p.lr_boundaries) if preset == "paper" else (),
-            warmup_iterations=p.warmup_iterations if preset == "paper" else 0,
-        ),
-        pruning=PruningConfig(
-            fc_rate=p.fc_pruning_rate,
-            conv_rate=p.conv_pruning_rate,
-            output_rate=p.output_pruning_rate,
-            scope=p.pruning_scope,
-        ),
-    )
+    values = dict(zoo.get_preset(model))
+    if preset == "fast":
+        values.update(iterations=None, epochs=FAST_EPOCHS, lr_boundaries=(), warmup_iterations=0)
+    return override(ExperimentConfig(), model=model, dataset=dataset, **values)
