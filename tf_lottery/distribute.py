@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_lottery.config import STRATEGIES, RuntimeConfig
-from tf_lottery.experiment import RunDirectory
+from tf_lottery.run_directory import RunDirectory
 
 # What TF raises when a peer dies, hangs past a collective timeout or never registers.
 PEER_ERRORS = (

@@ -1,0 +1,586 @@
+"""The run directory: its layout, and every read and write of it, validated and crash-safe.
+
+Layout (RR is the two-digit round, STAGE is `main` for the ticket or a branch name):
+  config.json                the ExperimentConfig, its fingerprint, the data's fingerprint, the model
+  .lock                      held (flock) by the one process writing the run; holds its pid
+  initial.npz                theta_0, every parameter before training
+  rewind.npz                 the rewind point when rewind_step > 0 (otherwise theta_0 = initial.npz)
+  dense_kernels.npz          the dense run's trained kernels (one-shot pruning reads them)
+  round_RR/masks.npz         the mask trained in round RR
+  round_RR/checkpoint/       TF checkpoint of the trained weights and masks of round RR
+  round_RR/STAGE.json        metrics and evaluation history of one trained network
+  in_progress/               a mid-training checkpoint of the stage now running, for resuming
+  summary.json, rounds.csv   every finished round, rebuilt from the round files after each stage
+  tensorboard/               scalars per stage
+
+The files are the only state between stages: what is on disk is done, and everything read back
+is checked (types, keys, shapes, 0/1 masks, counts) before it is used. Files are written to a
+temporary name carrying this tool's marker and the writer's pid, fsynced, and renamed; resuming
+removes only such names. Links inside a run are refused, so a run never writes outside itself.
+This module imports no TensorFlow (lottery-report reads runs through it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import errno
+import fcntl
+import io
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import zipfile
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+import numpy as np
+
+from tf_lottery import config as config_lib
+from tf_lottery.config import ExperimentConfig
+
+MAIN = "main"
+STAGE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_ROUND_DIR = re.compile(r"^round_(\d{2,})$")
+# Temporary names this tool creates: ".<name>.tflottery-<pid>-<token>.tmp" (or ".old").
+_MARKER = "tflottery"
+_TEMPORARY = re.compile(r"^\..+\." + _MARKER + r"-\d+-[0-9a-f]{8}\.(tmp|old)$")
+
+CSV_COLUMNS = (
+    "round",
+    "weights_remaining",
+    "test_accuracy",
+    "early_stop_iteration",
+    "early_stop_test_accuracy",
+    "seconds",
+)
+CONTROL_CSV_METRICS = ("test_accuracy", "early_stop_iteration", "early_stop_test_accuracy")
+EVALUATION_KEYS = ("iteration", "train_loss", "validation_loss", "validation_accuracy", "test_loss", "test_accuracy")
+STAGE_KEYS = {
+    "test_accuracy": float,
+    "validation_loss": float,
+    "early_stop_iteration": int,
+    "early_stop_test_accuracy": float,
+    "early_stop_validation_loss": float,
+    "iterations": int,
+    "seconds": float,
+    "history": list,
+    "weights_remaining": float,
+    "layers": dict,
+}
+# Keys a stage file may lack: those added after version 1 of the layout.
+OPTIONAL_STAGE_KEYS = {"all_weights_remaining": float}
+
+
+class CorruptRunError(ValueError):
+    """A file of the run directory is truncated, corrupted, tampered with or from another run."""
+
+
+class RunLockedError(ValueError):
+    """Another process is writing the run directory."""
+
+
+# -- writing -------------------------------------------------------------------------------------
+def _temporary_name(path: str, kind: str = "tmp") -> str:
+    directory, base = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".{base}.{_MARKER}-{os.getpid()}-{secrets.token_hex(4)}.{kind}")
+
+
+def is_temporary(name: str) -> bool:
+    """True for the names this tool gives its temporary files and directories (and only those)."""
+    return bool(_TEMPORARY.match(name))
+
+
+def _fsync_dir(path: str) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _refuse_link(path: str) -> None:
+    if os.path.islink(path):
+        raise CorruptRunError(
+            f"{path} is a symbolic link; tf_lottery refuses links inside a run directory (it would write "
+            "outside the run): replace it with a real file or directory"
+        )
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a mix."""
+    _refuse_link(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = _temporary_name(path)
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(directory)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str, value: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(value, indent=1) + "\n").encode())
+
+
+def save_arrays(path: str, arrays: Mapping[str, np.ndarray]) -> None:
+    """An .npz of named arrays, written atomically."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str) -> Iterator[str]:
+    """Fill a temporary directory and rename it to `path` only if the block succeeds."""
+    _refuse_link(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = _temporary_name(path)
+    os.mkdir(tmp)
+    try:
+        yield tmp
+        for root, _, files in os.walk(tmp):
+            for name in files:
+                with open(os.path.join(root, name), "rb") as f:
+                    os.fsync(f.fileno())
+        if os.path.lexists(path):
+            _refuse_link(path)
+            old = _temporary_name(path, "old")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+        _fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# -- reading -------------------------------------------------------------------------------------
+def _corrupt(path: str, why: str, fix: str = "delete it to recompute") -> CorruptRunError:
+    return CorruptRunError(f"{path} {why}; {fix}")
+
+
+def load_json(path: str) -> Any:
+    _refuse_link(path)
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise _corrupt(path, f"is truncated or corrupted ({type(e).__name__})") from e
+
+
+def load_arrays(path: str) -> dict[str, np.ndarray]:
+    """Read an .npz written by `save_arrays`; refuse pickles and report corruption in one line."""
+    _refuse_link(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
+        raise _corrupt(path, f"is truncated or corrupted ({type(e).__name__})") from e
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_value(path: str, key: str, value: Any, kind: type) -> None:
+    if kind is float:
+        ok = _is_number(value)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise _corrupt(path, f"has {key}={value!r}, expected a {kind.__name__}")
+
+
+def check_history(path: str, history: Any, total_iterations: Optional[int] = None) -> list[dict]:
+    """A list of evaluations with exactly the evaluation keys, at increasing iterations."""
+    if not isinstance(history, list):
+        raise _corrupt(path, "has a history that is not a list")
+    previous = 0
+    for entry in history:
+        if not isinstance(entry, dict) or set(entry) != set(EVALUATION_KEYS):
+            keys = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+            raise _corrupt(path, f"has a history entry with keys {keys}, expected {list(EVALUATION_KEYS)}")
+        for key in EVALUATION_KEYS:
+            _check_value(path, f"history.{key}", entry[key], int if key == "iteration" else float)
+        iteration = entry["iteration"]
+        if iteration <= previous or (total_iterations is not None and iteration > total_iterations):
+            raise _corrupt(path, f"has a history entry at iteration {iteration} out of order or past the end")
+        previous = iteration
+    return history
+
+
+def check_stage(path: str, result: Any, total_iterations: Optional[int] = None) -> dict:
+    """A stage result with every metric key of the right type (and nothing unknown)."""
+    if not isinstance(result, dict):
+        raise _corrupt(path, "is not a stage result (not a JSON object)")
+    missing = [k for k in STAGE_KEYS if k not in result]
+    unknown = [k for k in result if k not in STAGE_KEYS and k not in OPTIONAL_STAGE_KEYS]
+    if missing or unknown:
+        what = f"lacks {missing}" if missing else f"has unknown keys {unknown}"
+        raise _corrupt(path, f"is not a stage result ({what})")
+    for key, kind in {**STAGE_KEYS, **OPTIONAL_STAGE_KEYS}.items():
+        if key in result:
+            _check_value(path, key, result[key], kind)
+    check_history(path, result["history"], total_iterations)
+    if not result["history"]:
+        raise _corrupt(path, "has an empty history")
+    if total_iterations is not None and result["iterations"] != total_iterations:
+        raise _corrupt(path, f"was trained for {result['iterations']} iterations, the config says {total_iterations}")
+    if not 0 < result["weights_remaining"] <= 1:
+        raise _corrupt(path, f"has weights_remaining={result['weights_remaining']!r} outside (0, 1]")
+    return result
+
+
+def check_masks(
+    path: str,
+    masks: Mapping[str, np.ndarray],
+    shapes: Mapping[str, tuple],
+    counts: Optional[Mapping[str, int]] = None,
+    total: Optional[int] = None,
+) -> dict[str, np.ndarray]:
+    """Masks of exactly the given layers and shapes, all values 0 or 1, with the expected survivors.
+
+    `counts` checks each layer's survivors; `total` the survivors of all layers together
+    (global pruning fixes only the pool's count).
+    """
+    if set(masks) != set(shapes):
+        raise _corrupt(path, f"does not fit this model: it holds masks for layers {sorted(masks)} but the model's prunable layers are {sorted(shapes)}")
+    out = {}
+    for name, shape in shapes.items():
+        mask = masks[name]
+        if tuple(mask.shape) != tuple(shape):
+            raise _corrupt(path, f"does not fit this model: layer {name!r} has kernel shape {tuple(shape)}, file has {tuple(mask.shape)}")
+        if not np.issubdtype(mask.dtype, np.number) or not np.all((mask == 0) | (mask == 1)):
+            raise _corrupt(path, f"holds a mask for layer {name!r} with values other than 0 and 1")
+        if counts is not None and int(np.count_nonzero(mask)) != counts[name]:
+            raise _corrupt(path, f"keeps {int(np.count_nonzero(mask))} weights of layer {name!r}, the config gives {counts[name]}")
+        out[name] = mask.astype(np.float32)
+    if total is not None and sum(int(np.count_nonzero(m)) for m in out.values()) != total:
+        raise _corrupt(path, f"keeps {sum(int(np.count_nonzero(m)) for m in out.values())} weights, the config gives {total}")
+    return out
+
+
+def check_weights(path: str, values: list[np.ndarray], shapes: Sequence[tuple]) -> list[np.ndarray]:
+    """A weight list of the model's tensor shapes, all finite."""
+    if [tuple(v.shape) for v in values] != [tuple(s) for s in shapes]:
+        raise _corrupt(path, "holds weights of another model (tensor shapes differ)")
+    for v in values:
+        if not np.issubdtype(v.dtype, np.number) or not np.all(np.isfinite(v)):
+            raise _corrupt(path, "holds non-numeric or non-finite weights")
+    return values
+
+
+# -- the run directory ---------------------------------------------------------------------------
+class RunDirectory:
+    """The paths of one run, and its validated reads and crash-safe writes."""
+
+    def __init__(self, path: str):
+        if not isinstance(path, str) or not path.strip():
+            raise ValueError(f"output_dir={path!r} is empty; give a directory for the run")
+        self.path = os.path.abspath(path)
+        self._lock_fd: Optional[int] = None
+
+    # -- paths (the one place that knows the layout) ------------------------------------------
+    def file(self, *parts: str) -> str:
+        return os.path.join(self.path, *parts)
+
+    @property
+    def config_file(self) -> str:
+        return self.file("config.json")
+
+    def round_dir(self, round_index: int) -> str:
+        return self.file(f"round_{round_index:02d}")
+
+    def masks_file(self, round_index: int) -> str:
+        return os.path.join(self.round_dir(round_index), "masks.npz")
+
+    def stage_file(self, round_index: int, stage: str) -> str:
+        if not STAGE_NAME.match(stage):
+            raise ValueError(f"stage name {stage!r} is not allowed in a path")
+        return os.path.join(self.round_dir(round_index), f"{stage}.json")
+
+    def checkpoint_dir(self, round_index: int) -> str:
+        return os.path.join(self.round_dir(round_index), "checkpoint")
+
+    def checkpoint_prefix(self, round_index: int) -> str:
+        return os.path.join(self.checkpoint_dir(round_index), "ticket")
+
+    @property
+    def progress_dir(self) -> str:
+        return self.file("in_progress")
+
+    @property
+    def progress_prefix(self) -> str:
+        return os.path.join(self.progress_dir, "state")
+
+    def tensorboard_dir(self, name: str) -> str:
+        return self.file("tensorboard", name)
+
+    def rounds_on_disk(self) -> list[int]:
+        """Round numbers that have a folder, sorted."""
+        if not os.path.isdir(self.path):
+            return []
+        return sorted(int(m.group(1)) for m in map(_ROUND_DIR.match, os.listdir(self.path)) if m)
+
+    # -- creating, locking, checking -------------------------------------------------------------
+    def exists(self) -> bool:
+        return os.path.isfile(self.config_file)
+
+    def check_new(self) -> None:
+        """Refuse a path that cannot hold a new run, before anything is written."""
+        if os.path.lexists(self.path) and not os.path.isdir(self.path):
+            raise ValueError(f"output_dir {self.path!r} exists and is not a directory")
+        if os.path.isdir(self.path) and not self.exists() and os.listdir(self.path):
+            raise ValueError(
+                f"output_dir {self.path!r} is not empty and holds no tf_lottery run (no config.json); "
+                "allowed: a new or empty directory, or an existing run to resume"
+            )
+
+    def create(self, record: dict) -> None:
+        """Make the directory, take the lock and write config.json (a new run)."""
+        self.check_new()
+        try:
+            os.makedirs(self.path, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"output_dir {self.path!r} cannot be created ({e.strerror})") from e
+        self.lock()
+        atomic_write_json(self.config_file, record)
+
+    def lock(self) -> None:
+        """Take the run's exclusive lock, or refuse naming the process that holds it."""
+        if self._lock_fd is not None:
+            return
+        path = self.file(".lock")
+        _refuse_link(path)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise ValueError(f"output_dir {self.path!r} is not writable ({e.strerror})") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunLockedError(
+                    f"output_dir {self.path!r} is being written by another process (pid {holder}); "
+                    "wait for it to finish or stop it, then rerun to resume"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
+
+    def check_no_links(self) -> None:
+        """Refuse a run that holds symbolic links (they could make it write or delete elsewhere)."""
+        for root, dirs, files in os.walk(self.path):
+            for name in dirs + files:
+                full = os.path.join(root, name)
+                if os.path.islink(full):
+                    raise CorruptRunError(
+                        f"{full} is a symbolic link; tf_lottery refuses links inside a run directory (it would "
+                        "write outside the run): replace it with a real file or directory"
+                    )
+
+    def remove_temporaries(self) -> list[str]:
+        """Delete what a killed writer of this tool left: only names carrying its marker."""
+        removed = []
+        for root, dirs, files in os.walk(self.path):
+            for name in list(dirs) + files:
+                full = os.path.join(root, name)
+                if is_temporary(name) and not os.path.islink(full):
+                    if os.path.isdir(full):
+                        shutil.rmtree(full)
+                        dirs.remove(name)
+                    else:
+                        os.unlink(full)
+                    removed.append(full)
+        return removed
+
+    # -- config.json --------------------------------------------------------------------------
+    def read_record(self) -> dict:
+        """config.json, checked to be a tf_lottery run record, with its config upgraded to today's names."""
+        path = self.config_file
+        record = load_json(path)
+        if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+            raise _corrupt(path, "is not a tf_lottery run record (no 'config' object)", "use another output_dir")
+        if not isinstance(record.get("fingerprint"), str):
+            raise _corrupt(path, "is not a tf_lottery run record (no fingerprint)", "use another output_dir")
+        version = record.get("version", 1)
+        if not isinstance(version, int) or version > config_lib.CONFIG_VERSION:
+            raise _corrupt(path, f"has layout version {version!r}, this tf_lottery reads up to {config_lib.CONFIG_VERSION}",
+                           "use a newer tf_lottery")
+        try:
+            record = dict(record, config=config_lib.upgrade(record["config"], version), version=version)
+            record["experiment"] = ExperimentConfig.from_dict(record["config"])
+        except (TypeError, ValueError) as e:
+            raise _corrupt(path, f"is not a valid tf_lottery config ({e})", "use another output_dir") from e
+        return record
+
+    # -- arrays -------------------------------------------------------------------------------
+    def save_weights(self, name: str, values: list[np.ndarray]) -> None:
+        save_arrays(self.file(name), {f"w{i:04d}": v for i, v in enumerate(values)})
+
+    def load_weights(self, name: str, shapes: Sequence[tuple]) -> Optional[list[np.ndarray]]:
+        path = self.file(name)
+        if not os.path.lexists(path):
+            return None
+        arrays = load_arrays(path)
+        if sorted(arrays) != [f"w{i:04d}" for i in range(len(arrays))]:
+            raise _corrupt(path, "is not a weight list written by tf_lottery")
+        return check_weights(path, [arrays[k] for k in sorted(arrays)], shapes)
+
+    def save_masks(self, round_index: int, masks: Mapping[str, np.ndarray]) -> None:
+        save_arrays(self.masks_file(round_index), masks)
+
+    def load_masks(self, round_index: int, shapes, counts=None, total=None) -> Optional[dict[str, np.ndarray]]:
+        path = self.masks_file(round_index)
+        if not os.path.lexists(path):
+            return None
+        return check_masks(path, load_arrays(path), shapes, counts, total)
+
+    def save_dense_kernels(self, kernels: Mapping[str, np.ndarray]) -> None:
+        save_arrays(self.file("dense_kernels.npz"), kernels)
+
+    def load_dense_kernels(self, shapes) -> Optional[dict[str, np.ndarray]]:
+        path = self.file("dense_kernels.npz")
+        if not os.path.lexists(path):
+            return None
+        kernels = load_arrays(path)
+        if set(kernels) != set(shapes) or any(tuple(kernels[n].shape) != tuple(s) for n, s in shapes.items()):
+            raise _corrupt(path, "holds kernels of another model")
+        return kernels
+
+    # -- stage results ----------------------------------------------------------------------
+    def save_stage(self, round_index: int, stage: str, result: dict) -> None:
+        atomic_write_json(self.stage_file(round_index, stage), result)
+
+    def load_stage(self, round_index: int, stage: str, total_iterations: Optional[int] = None) -> Optional[dict]:
+        path = self.stage_file(round_index, stage)
+        if not os.path.lexists(path):
+            return None
+        return check_stage(path, load_json(path), total_iterations)
+
+    # -- in-progress training ---------------------------------------------------------------
+    def load_progress(self, total_iterations: int) -> Optional[dict]:
+        """The state of the stage cut off mid-way, checked against the training budget."""
+        path = os.path.join(self.progress_dir, "state.json")
+        if not os.path.lexists(path):
+            return None
+        state = load_json(path)
+        fix = f"delete {self.progress_dir} to restart that network from its beginning"
+        keys = {"round": int, "stage": str, "iteration": int, "history": list, "seconds": float}
+        if not isinstance(state, dict) or set(state) != set(keys):
+            raise _corrupt(path, f"is not a progress record (keys {sorted(state) if isinstance(state, dict) else '?'})", fix)
+        for key, kind in keys.items():
+            _check_value(path, key, state[key], kind)
+        if not 0 < state["iteration"] < total_iterations:
+            raise _corrupt(path, f"says iteration {state['iteration']}, outside 1..{total_iterations - 1}", fix)
+        if state["round"] < 0 or not STAGE_NAME.match(state["stage"]) or not math.isfinite(state["seconds"]):
+            raise _corrupt(path, "names no valid round and stage", fix)
+        history = check_history(path, state["history"], state["iteration"])
+        if history and history[-1]["iteration"] != state["iteration"]:
+            raise _corrupt(path, "has a history that does not end at its iteration", fix)
+        return state
+
+    def clear_progress(self) -> None:
+        _refuse_link(self.progress_dir)
+        shutil.rmtree(self.progress_dir, ignore_errors=True)
+
+    # -- summaries --------------------------------------------------------------------------
+    def write_summary(self, record: dict, rows: list[dict]) -> None:
+        """summary.json and rounds.csv from the rows of every finished round."""
+        atomic_write_json(
+            self.file("summary.json"),
+            {"version": config_lib.CONFIG_VERSION, "config": record["config"], "fingerprint": record["fingerprint"],
+             "rounds": rows},
+        )
+        controls = sorted({c for r in rows for c in r.get("controls", {})})
+        columns = list(CSV_COLUMNS) + [f"{c}_{m}" for c in controls for m in CONTROL_CSV_METRICS]
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns)
+        writer.writeheader()
+        for r in rows:
+            row = {k: r.get(k) for k in CSV_COLUMNS}
+            for c, metrics in r.get("controls", {}).items():
+                for m in CONTROL_CSV_METRICS:
+                    row[f"{c}_{m}"] = metrics.get(m)
+            writer.writerow(row)
+        atomic_write_bytes(self.file("rounds.csv"), out.getvalue().encode())
+
+    def read_summary(self) -> dict:
+        """summary.json of a finished or running search, checked row by row."""
+        path = self.file("summary.json")
+        if not os.path.isfile(path):
+            raise ValueError(f"{self.path!r} is not a tf_lottery run directory (no summary.json)")
+        summary = load_json(path)
+        fix = "rerun lottery-find with the same flags to rebuild it"
+        if not isinstance(summary, dict) or not isinstance(summary.get("config"), dict) or not isinstance(summary.get("rounds"), list):
+            raise _corrupt(path, "is not a tf_lottery summary (needs 'config' and 'rounds')", fix)
+        for row in summary["rounds"]:
+            check_row(path, row, fix)
+        return summary
+
+
+def stage_row(round_index: int, main: dict, controls: Mapping[str, dict]) -> dict:
+    """One summary row: the ticket's metrics (no history) and each control's."""
+    row = {"round": round_index, **{k: v for k, v in main.items() if k != "history"}}
+    row["controls"] = {name: {k: v for k, v in r.items() if k not in ("history", "layers")} for name, r in controls.items()}
+    return row
+
+
+def check_row(path: str, row: Any, fix: str) -> dict:
+    if not isinstance(row, dict) or not isinstance(row.get("round"), int) or not isinstance(row.get("controls"), dict):
+        raise _corrupt(path, f"has a round entry that is not a tf_lottery round ({str(row)[:60]})", fix)
+    for key in ("weights_remaining", "test_accuracy", "early_stop_test_accuracy"):
+        _check_value(path, key, row.get(key), float)
+    _check_value(path, "early_stop_iteration", row.get("early_stop_iteration"), int)
+    for name, metrics in row["controls"].items():
+        if not isinstance(metrics, dict):
+            raise _corrupt(path, f"has control {name!r} that is not an object", fix)
+        for key in ("test_accuracy", "early_stop_test_accuracy"):
+            _check_value(path, f"{name}.{key}", metrics.get(key), float)
+    return row
+
+
+def select_round(rows: Sequence[dict], which) -> int:
+    """The round number for 'best', 'last' or a number among finished `rows`.
+
+    'best' is the highest early-stop test accuracy; ties go to the sparser (later) round.
+    """
+    if not rows:
+        raise ValueError("the run has no finished round yet; allowed: a run with at least one finished round")
+    numbers = [int(r["round"]) for r in rows]
+    text = str(which).strip().lower()
+    if text == "best":
+        return int(max(rows, key=lambda r: (r["early_stop_test_accuracy"], r["round"]))["round"])
+    if text == "last":
+        return max(numbers)
+    try:
+        index = int(text)
+    except ValueError:
+        raise ValueError(f"round {which!r} is not a round; allowed: best, last or 0..{max(numbers)}") from None
+    if index not in numbers:
+        raise ValueError(f"round {index} is out of range; allowed: best, last or 0..{max(numbers)} (the finished rounds)")
+    return index
