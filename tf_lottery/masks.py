@@ -33,18 +33,26 @@ def keep_count(size: int, keep_fraction: float) -> int:
     return max(1, min(size, int(round(size * keep_fraction))))
 
 
-def _prune_order(magnitudes: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Flat indices ordered from first-to-prune to last: already-pruned first, then by magnitude."""
-    keyed = np.where(mask.reshape(-1) > 0, np.abs(magnitudes.reshape(-1)).astype(np.float64), -1.0)
-    return np.argsort(keyed, kind="stable")
+def _keys(scores: np.ndarray, mask: np.ndarray, signed: bool) -> np.ndarray:
+    """Sort keys: already-pruned weights lowest, then by |score| (or by the score itself when signed)."""
+    flat = scores.reshape(-1).astype(np.float64)
+    if signed:
+        return np.where(mask.reshape(-1) > 0, flat, -np.inf)
+    return np.where(mask.reshape(-1) > 0, np.abs(flat), -1.0)
 
 
-def magnitude_mask(kernel: np.ndarray, mask: np.ndarray, keep_fraction: float) -> np.ndarray:
-    """Keep the largest-magnitude surviving weights of one tensor, `keep_fraction` of its size."""
+def _prune_order(scores: np.ndarray, mask: np.ndarray, signed: bool = False) -> np.ndarray:
+    """Flat indices ordered from first-to-prune to last: already-pruned first, then by score."""
+    return np.argsort(_keys(scores, mask, signed), kind="stable")
+
+
+def magnitude_mask(kernel: np.ndarray, mask: np.ndarray, keep_fraction: float, signed: bool = False) -> np.ndarray:
+    """Keep the largest-magnitude (or, `signed`, highest-scoring) surviving weights of one tensor,
+    `keep_fraction` of its size."""
     _check_pair("kernel", kernel, mask)
     keep = keep_count(mask.size, keep_fraction)
     keep = min(keep, int(np.count_nonzero(mask)) or 1)
-    order = _prune_order(kernel, mask)
+    order = _prune_order(kernel, mask, signed)
     new = np.zeros(mask.size, np.float32)
     new[order[mask.size - keep:]] = 1.0
     return new.reshape(mask.shape)
@@ -54,10 +62,11 @@ def layerwise_masks(
     kernels: Mapping[str, np.ndarray],
     masks: Mapping[str, np.ndarray],
     keep_fractions: Mapping[str, float],
+    signed: bool = False,
 ) -> Masks:
     """Prune each layer separately to its own keep fraction (the paper's default)."""
     return {
-        name: magnitude_mask(kernels[name], masks[name], keep_fractions[name]) for name in masks
+        name: magnitude_mask(kernels[name], masks[name], keep_fractions[name], signed) for name in masks
     }
 
 
@@ -65,6 +74,7 @@ def global_masks(
     kernels: Mapping[str, np.ndarray],
     masks: Mapping[str, np.ndarray],
     keep_fraction: float,
+    signed: bool = False,
 ) -> Masks:
     """Prune all given layers together by one magnitude threshold (the paper's VGG/Resnet mode).
 
@@ -82,12 +92,7 @@ def global_masks(
     surviving = int(sum(np.count_nonzero(masks[n]) for n in names))
     keep = min(keep, surviving)
 
-    magnitudes = np.concatenate(
-        [
-            np.where(masks[n].reshape(-1) > 0, np.abs(kernels[n].reshape(-1)).astype(np.float64), -1.0)
-            for n in names
-        ]
-    )
+    magnitudes = np.concatenate([_keys(kernels[n], masks[n], signed) for n in names])
     # Stable sort over the concatenation: ties go to the earlier layer, then the lower index.
     order = np.argsort(magnitudes, kind="stable")
     flat = np.zeros(total, np.float32)
@@ -99,7 +104,7 @@ def global_masks(
         layer = flat[offsets[i]:offsets[i + 1]].copy()
         if not layer.any():
             # Keep the layer's largest survivor so no layer is cut off entirely.
-            layer[_prune_order(kernels[name], masks[name])[-1]] = 1.0
+            layer[_prune_order(kernels[name], masks[name], signed)[-1]] = 1.0
         result[name] = layer.reshape(masks[name].shape)
     return result
 

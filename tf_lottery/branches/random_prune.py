@@ -1,0 +1,19 @@
+"""The paper's random pruning control: a random mask with the ticket's per-layer counts, at the rewind point."""
+
+import numpy as np
+
+from tf_lottery import masks as mask_math
+from tf_lottery.branches.base import Branch, BranchInputs
+
+
+def start(inputs: BranchInputs):
+    return mask_math.random_masks(inputs.masks, np.random.default_rng(inputs.seed)), inputs.weights
+
+
+BRANCH = Branch(
+    name="random_prune",
+    label="random pruning",
+    description="a random mask with the ticket's survivors per layer, weights at the rewind point (Frankle & Carbin 2019)",
+    seed_offset=2,
+    start=start,
+)

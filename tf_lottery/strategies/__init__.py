@@ -1,0 +1,37 @@
+"""Pruning strategies, registered by name: how the next mask is chosen.
+
+Adding one is a new module defining `STRATEGY = Strategy(...)` plus one line in `_MODULES`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from tf_lottery.strategies.base import PruneInputs, Strategy, expected_counts, keep_fractions, select
+
+_MODULES = {
+    "magnitude": "tf_lottery.strategies.magnitude",
+    "random": "tf_lottery.strategies.random",
+}
+
+
+def names() -> list[str]:
+    return list(_MODULES)
+
+
+def get(name: str) -> Strategy:
+    """The strategy registered under `name`; one-line ValueError listing the known ones if none."""
+    if name not in _MODULES:
+        raise ValueError(f"unknown pruning_strategy {name!r}; allowed: {', '.join(_MODULES)}")
+    return importlib.import_module(_MODULES[name]).STRATEGY
+
+
+def prune(config, inputs: PruneInputs):
+    """The masks of `inputs.level` under `config.pruning_strategy`: a pure function of the inputs."""
+    strategy = get(config.pruning_strategy)
+    if strategy.select is not None:
+        return strategy.select(config, inputs)
+    return select(config, strategy.scores(inputs), inputs.masks, inputs.kinds, inputs.level, strategy.signed)
+
+
+__all__ = ["PruneInputs", "Strategy", "expected_counts", "get", "keep_fractions", "names", "prune", "select"]
