@@ -1,28 +1,17 @@
 """tf_lottery: find winning lottery tickets in Keras models with TF-MOT pruning wrappers.
 
-Importing this package sets TF_USE_LEGACY_KERAS=1 before TensorFlow loads, because
-TF-MOT supports only tf-keras (Keras 2), not Keras 3.
+The public API loads lazily (PEP 562): `import tf_lottery` imports nothing heavy, so tools that
+need no TensorFlow (lottery-report) start fast, and every submodule (`tf_lottery.data`,
+`tf_lottery.export`, ...) is reachable as an attribute.
 """
 
+import importlib
 import os
-import sys
-import warnings
 
-if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
-    warnings.warn(
-        "tf_lottery: TensorFlow was imported before tf_lottery without TF_USE_LEGACY_KERAS=1, "
-        "so tf.keras is Keras 3. tf_lottery and TF-MOT use tf-keras (import tf_keras); "
-        "models built with Keras 3 are refused. Import tf_lottery first or export "
-        "TF_USE_LEGACY_KERAS=1.",
-        stacklevel=2,
-    )
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-# The public API loads lazily (PEP 562), so `import tf_lottery` only sets the environment and
-# tools that need no TensorFlow (lottery-report) start fast.
 _EXPORTS = {
     "LotteryCallback": "tf_lottery.callbacks",
     "DataConfig": "tf_lottery.config",
@@ -32,19 +21,27 @@ _EXPORTS = {
     "RuntimeConfig": "tf_lottery.config",
     "TrainingConfig": "tf_lottery.config",
     "from_preset": "tf_lottery.config",
-    "Ticket": "tf_lottery.lottery",
+    "override": "tf_lottery.config",
+    "Ticket": "tf_lottery.ticket",
     "find_ticket": "tf_lottery.lottery",
+    "custom_objects": "tf_lottery.pruning",
+    "load_model": "tf_lottery.pruning",
     "masked_optimizer": "tf_lottery.pruning",
     "strip": "tf_lottery.pruning",
     "wrap": "tf_lottery.pruning",
 }
+_SUBMODULES = (
+    "branches", "callbacks", "checkpoints", "config", "data", "distribute", "export", "inputs", "keras3",
+    "levels", "lottery", "masks", "progress", "pruning", "report", "run_directory", "strategies", "ticket",
+    "training",
+)
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 
 
 def __getattr__(name):
     if name in _EXPORTS:
-        import importlib
-
         return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"tf_lottery.{name}")
     raise AttributeError(f"module 'tf_lottery' has no attribute {name!r}")

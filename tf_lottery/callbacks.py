@@ -1,121 +1,175 @@
-"""The Keras callback that makes any `model.fit` loop an IMP search.
+"""`LotteryCallback`: IMP inside your own `model.fit` loop, one `fit` call per round.
 
-It records the rewind point (theta_0 at the start of the first training run, or the weights
-after `rewind_step` iterations), and at the end of each pruning round computes the next mask
-from the trained weights and resets the survivors to the rewind point. The driver in
-`lottery.py` uses this same callback; it calls `end_round()` itself because it may split a
-round into several `fit` calls (evaluation periods, resumption).
+A thin adapter over the pure pruning function (`tf_lottery.strategies.prune`): when a `fit`
+starts after a finished one, it prunes the model's trained weights to the next level and resets
+the survivors to the rewind point; then the round trains. After `fit` returns the model holds
+that round's *trained* network, as Keras leaves any model. Masks belong to tf_lottery: a restore
+that changes them (`load_weights`, `EarlyStopping(restore_best_weights=True)` from another round,
+`set_weights`) is undone at the next epoch end or fit start, with one warning line, whatever
+the callback order. Pruned weights stay 0 with any optimizer (see `tf_lottery.pruning`), and a
+reused optimizer is reset at each round start, as the paper trains each round with a fresh one.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+import warnings
+from typing import Optional
 
 import numpy as np
 import tf_keras as keras
 
-from tf_lottery import config as config_lib
+from tf_lottery import branches, pruning, strategies
 from tf_lottery import masks as mask_math
-from tf_lottery import pruning
+from tf_lottery.config import PruningConfig
+
+
+def _optimizer_variables(optimizer) -> list:
+    variables = optimizer.variables
+    return list(variables() if callable(variables) else variables)
 
 
 class LotteryCallback(keras.callbacks.Callback):
-    """Record the rewind weights, then prune by magnitude and rewind after each round.
+    """Record the rewind point, then at each new `fit` prune the last round's trained weights and rewind.
 
-    Use it on a model wrapped by `tf_lottery.wrap` (or `prune_low_magnitude` with a frozen
-    schedule), with a fresh masked optimizer each round, for example
-    `model.compile(tf_lottery.masked_optimizer(Adam(1.2e-3), model), ...)`; on a `wrap`ped
-    model any other optimizer is refused when training begins.
+    Args:
+      fc_rate, conv_rate, output_rate, pruning_scope, schedule, rewind_step, pruning_strategy:
+        as in `tf_lottery.PruningConfig` (or pass `config=` a PruningConfig).
+      reset_optimizer: give each round a fresh optimizer state (the paper); False keeps it.
+
+    Use it on a model wrapped by `tf_lottery.wrap` (or by TF-MOT's `prune_low_magnitude`, whose
+    schedule it freezes), compiled with any Keras optimizer.
     """
 
-    def __init__(
-        self,
-        fc_rate: float = 0.2,
-        conv_rate: float = 0.1,
-        output_rate: Optional[float] = None,
-        scope: str = "layerwise",
-        schedule: str = "iterative",
-        rewind_step: int = 0,
-        prune_at_train_end: bool = True,
-    ):
+    def __init__(self, fc_rate: float = 0.2, conv_rate: float = 0.1, output_rate: Optional[float] = None,
+                 pruning_scope: str = "layerwise", schedule: str = "iterative", rewind_step: int = 0,
+                 pruning_strategy: str = "magnitude", reset_optimizer: bool = True,
+                 config: Optional[PruningConfig] = None):
         super().__init__()
-        config_lib._check_rate("fc_rate", fc_rate)
-        config_lib._check_rate("conv_rate", conv_rate)
-        config_lib._check_rate("output_rate", output_rate, allow_zero=True)
-        config_lib._check_choice("pruning_scope", scope, config_lib.SCOPES)
-        config_lib._check_choice("schedule", schedule, config_lib.SCHEDULES)
-        self.fc_rate, self.conv_rate, self.output_rate = fc_rate, conv_rate, output_rate
-        self.scope, self.schedule = scope, schedule
-        self.rewind_step = int(rewind_step)
-        self.prune_at_train_end = prune_at_train_end
+        self.config = config or PruningConfig(
+            fc_rate=fc_rate, conv_rate=conv_rate, output_rate=output_rate, pruning_scope=pruning_scope,
+            schedule=schedule, rewind_step=rewind_step, pruning_strategy=pruning_strategy,
+        )
+        strategy = strategies.get(self.config.pruning_strategy)
+        if strategy.needs_model:
+            raise ValueError(f"pruning_strategy={self.config.pruning_strategy!r} needs data; use find_ticket for it")
+        self.reset_optimizer = reset_optimizer
+        self.level = 0  # the level of the mask in force: round r trains at level r
         self.rewind_weights: Optional[list[np.ndarray]] = None
-        self.level = 0  # the pruning level of the mask in force: round r trains at level r
-        self.dense_kernels: Optional[dict[str, np.ndarray]] = None
+        self.initial_weights: Optional[list[np.ndarray]] = None
         self.trained_weights: Optional[list[np.ndarray]] = None
+        self.dense_kernels: Optional[dict[str, np.ndarray]] = None
+        self._masks: Optional[dict[str, np.ndarray]] = None
+        self._round_done = False
+        self._optimizer = None
+        self._optimizer_start: Optional[list[np.ndarray]] = None
+        self._used_in_round: Optional[int] = None
 
-    # -- recording the rewind point -------------------------------------------------------
+    # -- rates --------------------------------------------------------------------------------
+    def rates(self, model: Optional[keras.Model] = None) -> dict[str, float]:
+        """Per-round pruning rate of each masked layer of `model` (or the fitted one); by kind without a model."""
+        model = model or self.model
+        c = self.config
+        if model is None:
+            return {"fc": c.fc_rate, "conv": c.conv_rate,
+                    "output": c.output_rate if c.output_rate is not None else None}
+        return pruning.layer_rates(model, c.fc_rate, c.conv_rate, c.output_rate)
+
+    # -- Keras hooks --------------------------------------------------------------------------
     def on_train_begin(self, logs=None):
-        optimizer = getattr(self.model, "optimizer", None)
-        if pruning.needs_masked_optimizer(self.model) and not pruning.is_masked_optimizer_for(optimizer, self.model):
-            raise ValueError(
-                f"optimizer {type(optimizer).__name__} does not mask this model's gradients; compile with "
-                "tf_lottery.masked_optimizer(optimizer, model) so pruned weights stay exactly 0"
-            )
-        if self.rewind_weights is None and self.rewind_step == 0:
-            self.rewind_weights = pruning.snapshot(self.model)
+        pruning.prepare(self.model)
+        if self._masks is None:
+            self._masks = pruning.get_masks(self.model)
+            self.initial_weights = pruning.snapshot(self.model)
+            if self.config.rewind_step == 0:
+                self.rewind_weights = self.initial_weights
+        elif self._round_done:
+            self.next_round()
+        else:
+            self._guard("at the start of fit")
+        self._reset_optimizer()
 
     def _implements_train_batch_hooks(self):
-        # Per-batch hooks slow every step; only the run that must catch iteration k pays for them.
-        return self.rewind_weights is None and self.rewind_step > 0
+        return self.rewind_weights is None and self.config.rewind_step > 0
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.rewind_weights is None and self.rewind_step > 0:
-            if int(self.model.optimizer.iterations.numpy()) == self.rewind_step:
-                self.rewind_weights = pruning.snapshot(self.model)
+        if self.rewind_weights is None and int(self.model.optimizer.iterations.numpy()) == self.config.rewind_step:
+            self.rewind_weights = pruning.snapshot(self.model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._guard(f"after epoch {epoch}")
 
     def on_train_end(self, logs=None):
-        if self.prune_at_train_end:
-            self.end_round()
+        self._guard("at the end of fit")
+        self.trained_weights = pruning.snapshot(self.model)
+        if self.level == 0:
+            self.dense_kernels = pruning.get_kernels(self.model)
+        self._round_done = True
 
-    # -- pruning and rewinding --------------------------------------------------------------
-    def rates(self) -> dict[str, float]:
-        return pruning.layer_rates(self.model, self.fc_rate, self.conv_rate, self.output_rate)
+    # -- pruning and rewinding ------------------------------------------------------------------
+    def next_masks(self) -> dict[str, np.ndarray]:
+        """The next level's masks from the model's current (trained) kernels: the pure pruning function."""
+        kernels, current = pruning.get_kernels(self.model), self._masks
+        if self.config.schedule == "one_shot":
+            kernels, current = self.dense_kernels or kernels, mask_math.ones_like(kernels)
+        inputs = strategies.PruneInputs(
+            kinds=pruning.layer_kinds(self.model), kernels=kernels, masks=current, level=self.level + 1, seed=self.level + 1,
+        )
+        return strategies.prune(self.config, inputs)
 
-    def keep_fractions(self, level: int) -> dict[str, float]:
-        """Fraction of each layer's weights kept at a pruning level: (1 - rate) ** level."""
-        return {name: (1.0 - rate) ** level for name, rate in self.rates().items()}
-
-    def next_masks(
-        self, kernels: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], level: int
-    ) -> dict[str, np.ndarray]:
-        """Masks for `level` from trained `kernels` (one-shot: from the dense run's kernels)."""
-        if self.schedule == "one_shot":
-            kernels = self.dense_kernels if self.dense_kernels is not None else kernels
-            masks = mask_math.ones_like(kernels)
-        keep = self.keep_fractions(level)
-        if self.scope == "layerwise":
-            return mask_math.layerwise_masks(kernels, masks, keep)
-        out_name = pruning.output_layer_name(self.model)
-        pooled = {n: m for n, m in masks.items() if n != out_name}
-        kinds = pruning.layer_kinds(self.model)
-        rate = self.conv_rate if any(kinds[n] == "conv" for n in pooled) else self.fc_rate
-        result = mask_math.global_masks(kernels, pooled, (1.0 - rate) ** level)
-        result[out_name] = mask_math.magnitude_mask(kernels[out_name], masks[out_name], keep[out_name])
-        return result
-
-    def end_round(self) -> dict[str, np.ndarray]:
-        """Prune the trained weights to the next level and rewind the survivors; return the new masks."""
+    def next_round(self) -> dict[str, np.ndarray]:
+        """Prune to the next level and reset the survivors to the rewind point; return the new masks."""
         if self.rewind_weights is None:
             raise ValueError(
-                f"rewind_step={self.rewind_step} was never reached: training ended at iteration "
+                f"rewind_step={self.config.rewind_step} was never reached: training ended at iteration "
                 f"{int(self.model.optimizer.iterations.numpy())}; allowed: 0 <= rewind_step < iterations"
             )
-        self.trained_weights = pruning.snapshot(self.model)
-        kernels = pruning.get_kernels(self.model)
-        if self.level == 0:
-            self.dense_kernels = kernels
-        new_masks = self.next_masks(kernels, pruning.get_masks(self.model), self.level + 1)
-        pruning.set_masks(self.model, new_masks)
+        self._guard("before pruning")
+        masks = self.next_masks()
+        pruning.set_masks(self.model, masks)
         pruning.restore(self.model, self.rewind_weights)
-        self.level += 1
-        return new_masks
+        self._masks, self.level, self._round_done = masks, self.level + 1, False
+        return masks
+
+    def _guard(self, when: str) -> None:
+        """Re-impose tf_lottery's masks if something restored other ones (one warning line)."""
+        if self._masks is None or self.model is None:
+            return
+        current = pruning.get_masks(self.model)
+        changed = [n for n, m in self._masks.items() if not np.array_equal(current[n], m)]
+        leaked = pruning.count_pruned_nonzero(self.model) if not changed else 0
+        if changed or leaked:
+            pruning.set_masks(self.model, self._masks)
+            what = f"the masks of {', '.join(changed)}" if changed else f"{leaked} pruned weights"
+            warnings.warn(
+                f"tf_lottery: {what} changed outside the lottery callback {when} (a weight restore such as "
+                f"load_weights or restore_best_weights?); re-imposed round {self.level}'s masks",
+                RuntimeWarning, stacklevel=2,
+            )
+
+    def _reset_optimizer(self) -> None:
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is None:
+            return
+        if optimizer is not self._optimizer:
+            if hasattr(optimizer, "build") and not getattr(optimizer, "_built", True):
+                optimizer.build(self.model.trainable_variables)
+            self._optimizer, self._used_in_round = optimizer, self.level
+            self._optimizer_start = [np.array(v.numpy()) for v in _optimizer_variables(optimizer)]
+            return
+        if self.reset_optimizer and self._used_in_round != self.level:
+            variables = _optimizer_variables(optimizer)
+            if len(variables) == len(self._optimizer_start):
+                for variable, value in zip(variables, self._optimizer_start):
+                    variable.assign(value)
+            self._used_in_round = self.level
+
+    # -- controls -------------------------------------------------------------------------------
+    def apply_control(self, name: str, model: keras.Model, seed: int = 0) -> None:
+        """Set `model` (same architecture, wrapped) to control `name`'s start for the current level."""
+        if self._masks is None or self.rewind_weights is None:
+            raise ValueError("no round has started yet; call apply_control after the first fit")
+        branch = branches.get(name)
+        masks, weights = branch.start(branches.BranchInputs(self._masks, self.rewind_weights, model,
+                                                            branches.stage_seed(seed, self.level, name)))
+        pruning.set_masks(model, dict(masks))
+        pruning.restore(model, weights)

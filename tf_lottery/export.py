@@ -31,7 +31,8 @@ import tf_keras as keras
 from tf_lottery import masks as mask_math
 from tf_lottery import pruning
 from tf_lottery.config import ExperimentConfig
-from tf_lottery.experiment import RunDirectory, atomic_directory, atomic_write_bytes
+from tf_lottery import checkpoints
+from tf_lottery.run_directory import RunDirectory, atomic_directory, atomic_write_bytes, select_round
 
 FORMATS = ("dense", "sparse")
 SIGNATURE = "serving_default"
@@ -64,37 +65,24 @@ class LoadedTicket:
         return mask_math.weights_remaining(self.masks)
 
 
-def select_round(rounds: Sequence[dict], which: Union[str, int]) -> int:
-    """The round index for 'best', 'last' or a number. 'best' = highest early-stop test accuracy, ties: sparser."""
-    if not rounds:
-        raise ValueError("the run has no finished round yet; allowed: a run with at least one finished round")
-    numbers = [int(r["round"]) for r in rounds]
-    text = str(which).strip().lower()
-    if text == "best":
-        best = max(rounds, key=lambda r: (r["early_stop_test_accuracy"], -r["weights_remaining"], r["round"]))
-        return int(best["round"])
-    if text == "last":
-        return max(numbers)
-    try:
-        index = int(text)
-    except ValueError:
-        raise ValueError(f"round {which!r} is not a round; allowed: best, last or 0..{max(numbers)}") from None
-    if index not in numbers:
-        raise ValueError(f"round {index} is out of range; allowed: best, last or 0..{max(numbers)} (the finished rounds)")
-    return index
-
-
-def _build(source: ModelSource, config: ExperimentConfig, input_shape: tuple) -> keras.Model:
+def _build(source: ModelSource, record: dict, input_shape: tuple) -> keras.Model:
+    """The run's architecture: `source` if given, else the recorded one (config.json), else the zoo model."""
+    config = record["experiment"]
     if isinstance(source, keras.Model):
         return keras.models.clone_model(source)
     if source is not None:
+        return source()
+    if record.get("model", {}).get("source") == "user":
+        if not record.get("architecture"):
+            raise ValueError("the run was made with your own model and records no architecture; pass model=")
         try:
-            return source(seed=config.runtime.seed)
-        except TypeError:
-            return source()
+            return keras.models.model_from_json(record["architecture"])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"the run's own model cannot be rebuilt from config.json ({str(e).splitlines()[0]}); "
+                             "pass model= (a function building it)") from e
     import tf_lottery_models as zoo
 
-    return zoo.get_builder(config.model.name)(
+    return zoo.get_builder(config.model.model)(
         input_shape, num_classes=10, dropout_rate=config.model.dropout_rate, seed=config.runtime.seed
     )
 
@@ -109,20 +97,22 @@ def load_ticket(run_dir: str, round: Union[str, int] = "best", model: ModelSourc
         raise ValueError(f"run_dir {run_dir!r} does not exist or is not a directory")
     run = RunDirectory(run_dir)
     summary = run.read_summary()
-    config = ExperimentConfig.from_dict(summary["config"])
-    index = select_round(summary.get("rounds", []), round)
+    record = run.read_record()
+    config = record["experiment"]
+    index = select_round(summary["rounds"], round)
     prefix = run.checkpoint_prefix(index)
     if not tf.io.gfile.exists(prefix + ".index"):
         raise ValueError(f"round {index} of {run_dir!r} has no checkpoint ({prefix}.index is missing)")
     if input_shape is None:
-        input_shape = _dataset_shape(config.data.dataset)
-    wrapped = pruning.wrap(_build(model, config, tuple(input_shape)))
+        recorded = record.get("model", {}).get("input_shape")
+        input_shape = tuple(recorded) if recorded else _dataset_shape(config.data.dataset)
+    wrapped = pruning.wrap(_build(model, record, tuple(input_shape)), warn=False)
     try:
-        run.restore_checkpoint(index, wrapped)
+        checkpoints.restore_round(run, index, wrapped)
     except ValueError as e:
-        raise ValueError(f"{e}; the model rebuilt is {config.model.name!r} on inputs {tuple(input_shape)}") from e
+        raise ValueError(f"{e}; the model rebuilt is {config.model.model!r} on inputs {tuple(input_shape)}") from e
     masks = pruning.get_masks(wrapped)
-    saved = run.load_masks(index, "masks.npz")
+    saved = run.load_masks(index, pruning.kernel_shapes(wrapped)) if index > 0 else None
     if saved is not None and any(not np.array_equal(saved[k], masks[k]) for k in masks):
         raise ValueError(f"round {index} of {run_dir!r}: the checkpoint's masks differ from masks.npz")
     return LoadedTicket(wrapped=wrapped, round=index, masks=masks, config=config, run_dir=os.path.abspath(run_dir))
@@ -655,7 +645,8 @@ def export_model(
         stripped = pruning.strip(model)
     else:
         stripped = model
-        masks = {l.name: (l.kernel.numpy() != 0).astype(np.float32) for l in model.layers if pruning.is_prunable(l)}
+        masks = {l.name: (l.kernel.numpy() != 0).astype(np.float32) for l in model.layers
+                 if isinstance(l, (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D))}
     if images is None:
         images = np.random.default_rng(0).random((64, *input_shape), dtype=np.float32)
     images = np.asarray(images, np.float32)
@@ -736,5 +727,5 @@ def export_ticket(
         warmup=warmup,
         tflite=tflite,
         overwrite=overwrite,
-        metadata={"run_dir": ticket.run_dir, "round": ticket.round, "model": ticket.config.model.name},
+        metadata={"run_dir": ticket.run_dir, "round": ticket.round, "model": ticket.config.model.model},
     )

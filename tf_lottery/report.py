@@ -18,15 +18,17 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from tf_lottery.experiment import atomic_write_bytes, atomic_write_json, load_json
+from tf_lottery import branches
+from tf_lottery import run_directory as rundir
+from tf_lottery.run_directory import atomic_write_bytes, atomic_write_json, load_json
 
-STAGES = ("main", "random_reinit", "random_prune")
-STAGE_LABELS = {"main": "winning ticket", "random_reinit": "random reinit", "random_prune": "random pruning"}
+STAGES = tuple(branches.names())
+STAGE_LABELS = {name: branches.get(name).label for name in STAGES}
 METRICS = ("early_stop_test_accuracy", "test_accuracy", "early_stop_iteration")
 # Levels of weights remaining (percent) that the paper's Figure 3 shows for Lenet-300-100.
 PAPER_LEVELS = (100.0, 51.3, 21.1, 7.0, 3.6, 1.9)
 _ROUND_DIR = re.compile(r"^round_(\d+)$")
-_STAGE_COLORS = {"main": "tab:blue", "random_reinit": "tab:orange", "random_prune": "tab:green"}
+_STAGE_COLORS = {name: f"C{i}" for i, name in enumerate(STAGES)}
 
 
 @dataclasses.dataclass
@@ -102,30 +104,23 @@ def _natural_key(name: str):
 
 
 def load_run(path: str) -> Run:
-    """Read a run directory, finished or not; what is absent becomes a note, never an error."""
+    """Read a run directory, finished or not, checking every file; what is absent becomes a note."""
     if not is_run_dir(path):
         raise ValueError(f"{path!r} is not a tf_lottery run directory (no summary.json or config.json)")
-    summary_path = os.path.join(path, "summary.json")
-    if os.path.isfile(summary_path):
-        summary = load_json(summary_path)
+    run = rundir.RunDirectory(path)
+    summary = run.read_summary() if os.path.isfile(run.file("summary.json")) else None
+    if os.path.isfile(run.config_file):
+        config = run.read_record()["config"]
     else:
-        summary = {"config": load_json(os.path.join(path, "config.json")).get("config", {}), "rounds": []}
-    if not isinstance(summary, dict) or "config" not in summary:
-        raise ValueError(f"{summary_path} is not a tf_lottery summary (no 'config')")
-    config = summary["config"]
-    rounds = {int(r["round"]): dict(r, controls=dict(r.get("controls", {}))) for r in summary.get("rounds", [])}
+        config = summary["config"]
+    rounds = {int(r["round"]): dict(r, controls=dict(r.get("controls", {}))) for r in (summary or {}).get("rounds", [])}
     histories: dict[tuple[int, str], list[dict]] = {}
-    for name in sorted(os.listdir(path)):
-        match = _ROUND_DIR.match(name)
-        if not match:
-            continue
-        round_index = int(match.group(1))
+    for round_index in run.rounds_on_disk():
         for stage in STAGES:
-            stage_path = os.path.join(path, name, f"{stage}.json")
-            if not os.path.isfile(stage_path):
+            if not os.path.isfile(run.stage_file(round_index, stage)):
                 continue
-            result = load_json(stage_path)
-            histories[(round_index, stage)] = list(result.get("history", []))
+            result = run.load_stage(round_index, stage)
+            histories[(round_index, stage)] = list(result["history"])
             metrics = {k: v for k, v in result.items() if k != "history"}
             # A stage that finished after the last summary (a round still running) still counts.
             if stage == "main" and round_index not in rounds:
@@ -356,7 +351,7 @@ def _weights_axis(ax, series: Sequence[Series]) -> None:
 
 
 # Controls share the ticket's x; a small shift on the log axis keeps their error bars apart (drawing only).
-_DODGE = {"main": 1.0, "random_reinit": 0.985, "random_prune": 1.015}
+_DODGE = {name: 1.0 + 0.015 * ((i + 1) // 2) * (-1) ** i for i, name in enumerate(STAGES)}
 
 
 def _errorbar(ax, s: Series, color: str, dodge: float = 1.0, **kwargs) -> None:
@@ -372,7 +367,7 @@ def _save(fig, path: str) -> None:
 
 def _title(runs: Sequence[Run]) -> str:
     config = runs[0].config
-    model = config.get("model", {}).get("name", "?")
+    model = config.get("model", {}).get("model", "?")
     dataset = config.get("data", {}).get("dataset", "?")
     n = len(runs)
     return f"{model} on {dataset}" + (f" ({n} replicates, mean with min-max bars)" if n > 1 else "")
@@ -492,8 +487,8 @@ def _config_lines(config: dict) -> list[str]:
     t, p = config.get("training", {}), config.get("pruning", {})
     budget = f"{t.get('iterations')} iterations" if t.get("iterations") else f"{t.get('epochs')} epochs"
     return [
-        f"- model `{config.get('model', {}).get('name')}`, dataset `{config.get('data', {}).get('dataset')}`, "
-        f"{p.get('rounds')} rounds, {p.get('schedule')} {p.get('scope')} pruning "
+        f"- model `{config.get('model', {}).get('model')}`, dataset `{config.get('data', {}).get('dataset')}`, "
+        f"{p.get('rounds')} rounds, {p.get('schedule')} {p.get('pruning_scope')} {p.get('pruning_strategy', 'magnitude')} pruning "
         f"(fc {p.get('fc_rate')}, conv {p.get('conv_rate')}, output "
         f"{'half its kind' if p.get('output_rate') is None else p.get('output_rate')}), "
         f"rewind to iteration {p.get('rewind_step')}",

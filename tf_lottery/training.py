@@ -1,9 +1,10 @@
-"""Train one network of a ticket search: fresh optimizer, periodic evaluation, early-stop metric.
+"""Train one network of a ticket search: fresh optimizer, periodic evaluation, early-stop metric, resume.
 
-A round's training runs as Keras `fit` calls whose "epochs" are evaluation periods of
+A network's training runs as Keras `fit` calls whose "epochs" are evaluation periods of
 `eval_every` iterations, so evaluation needs no per-batch hook. The training data order is a
-pure function of (seed, iteration), so a round can restart from any checkpointed iteration
-and see exactly the batches an uninterrupted run would have seen.
+pure function of (seed, iteration), so a network can restart from any checkpointed iteration
+and see exactly the batches an uninterrupted run would have seen; `train_stage` does that
+itself from the run directory's `in_progress/` checkpoint.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tf_lottery import pruning
 from tf_lottery.config import TrainingConfig
 
 
@@ -80,6 +80,7 @@ def summarize(history: Sequence[Evaluation], iterations: int, seconds: float) ->
     )
 
 
+# -- optimizers -----------------------------------------------------------------------------------
 class WarmupPiecewise(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warmup from 0, then the base rate divided by 10 at each boundary (the paper's SGD schedule)."""
 
@@ -105,39 +106,115 @@ class WarmupPiecewise(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-def make_optimizer(config: TrainingConfig) -> keras.optimizers.Optimizer:
-    """A fresh optimizer: no state carries across rounds, as in the paper."""
-    rate = config.learning_rate
+class Shifted(keras.optimizers.schedules.LearningRateSchedule):
+    """A schedule replayed from iteration `offset` (learning-rate rewinding), or held at it (fine-tuning)."""
+
+    def __init__(self, schedule, offset: int, hold: bool = False):
+        self.schedule, self.offset, self.hold = schedule, int(offset), bool(hold)
+
+    def __call__(self, step):
+        if self.hold:
+            return self.schedule(tf.constant(self.offset, tf.int64))
+        return self.schedule(tf.cast(step, tf.int64) + self.offset)
+
+    def get_config(self):
+        return {"schedule": keras.optimizers.schedules.serialize(self.schedule), "offset": self.offset, "hold": self.hold}
+
+
+# The names of config.OPTIMIZERS, as tf-keras's current (not legacy) optimizer classes.
+_OPTIMIZER_CLASSES = {
+    "adam": keras.optimizers.Adam,
+    "adamw": keras.optimizers.AdamW,
+    "sgd": keras.optimizers.SGD,
+    "rmsprop": keras.optimizers.RMSprop,
+    "adagrad": keras.optimizers.Adagrad,
+    "adadelta": keras.optimizers.Adadelta,
+    "adamax": keras.optimizers.Adamax,
+    "nadam": keras.optimizers.Nadam,
+    "ftrl": keras.optimizers.Ftrl,
+}
+
+
+def _schedule(config: TrainingConfig):
     if config.warmup_iterations or config.lr_boundaries:
-        rate = WarmupPiecewise(config.learning_rate, config.warmup_iterations, config.lr_boundaries)
-    if config.optimizer == "adam":
-        return keras.optimizers.Adam(rate)
-    return keras.optimizers.SGD(rate, momentum=config.momentum)
+        return WarmupPiecewise(config.learning_rate, config.warmup_iterations, config.lr_boundaries)
+    return config.learning_rate
 
 
-def compile_for_round(model: keras.Model, config: TrainingConfig) -> None:
-    """Compile with a fresh masked optimizer, logits cross-entropy and accuracy."""
-    model.compile(
-        optimizer=pruning.masked_optimizer(make_optimizer(config), model),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+def make_optimizer(config: TrainingConfig, schedule_offset: int = 0, hold_schedule: bool = False):
+    """A fresh optimizer: no state carries across networks, as in the paper.
+
+    `schedule_offset` replays the learning-rate schedule from that iteration (learning-rate
+    rewinding); with `hold_schedule` the rate stays at the schedule's value there (fine-tuning).
+    """
+    if isinstance(config.optimizer, dict):
+        try:
+            optimizer = keras.optimizers.deserialize(config.optimizer)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"optimizer config {config.optimizer.get('class_name')!r} cannot be built ({e})") from e
+        rate = optimizer.learning_rate if not isinstance(optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule) else optimizer._learning_rate  # noqa: SLF001
+    else:
+        rate = _schedule(config)
+        kwargs = {"learning_rate": rate}
+        if config.optimizer in ("sgd", "rmsprop") and config.momentum is not None:
+            kwargs["momentum"] = config.momentum
+        optimizer = _OPTIMIZER_CLASSES[config.optimizer](**kwargs)
+    if schedule_offset or hold_schedule:
+        base = rate if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule) else None
+        if base is not None:
+            optimizer._learning_rate = optimizer._build_learning_rate(Shifted(base, schedule_offset, hold_schedule))  # noqa: SLF001
+    return optimizer
 
 
+# -- what a network is trained on ---------------------------------------------------------------
+@dataclasses.dataclass
+class Objective:
+    """The loss and extra metrics every network is compiled with; accuracy is always measured."""
+
+    loss: Any
+    metrics: Sequence[Any] = ()
+
+    def compile(self, model: keras.Model, optimizer, jit_compile: bool = False) -> None:
+        metrics = ["accuracy"] + [m for m in self.metrics if m not in ("accuracy", "acc")]
+        model.compile(optimizer=optimizer, loss=self.loss, metrics=metrics, jit_compile=jit_compile)
+
+
+def outputs_probabilities(model: keras.Model) -> bool:
+    """True when the model's output is a softmax (probabilities), not logits."""
+    output = model.outputs[0] if getattr(model, "outputs", None) else None
+    layer = getattr(getattr(output, "_keras_history", None), "layer", None) or model.layers[-1]
+    while hasattr(layer, "layer") and not isinstance(layer, keras.Model):  # a pruning wrapper
+        layer = layer.layer
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    activation = getattr(layer, "activation", None)
+    return activation is keras.activations.softmax or getattr(activation, "__name__", "") == "softmax"
+
+
+def default_objective(model: keras.Model, one_hot: bool) -> Objective:
+    """Cross-entropy on the model's logits, or on its probabilities when it ends in a softmax."""
+    from_logits = not outputs_probabilities(model)
+    if one_hot:
+        return Objective(keras.losses.CategoricalCrossentropy(from_logits=from_logits))
+    return Objective(keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits))
+
+
+# -- data ------------------------------------------------------------------------------------------
 def train_batches(
-    images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, start_iteration: int = 0
+    images, labels, batch_size: int, seed: int, start_iteration: int = 0, scale: bool = True
 ) -> tf.data.Dataset:
     """Endless training batches whose order depends only on (seed, iteration).
 
     Epoch e is a stateless shuffle seeded by (seed, e); starting at iteration i skips whole
-    epochs arithmetically and only i mod steps_per_epoch index batches.
+    epochs arithmetically and only i mod steps_per_epoch index batches. `images` may be an
+    array or a dict of arrays (several inputs); uint8 images are scaled to [0, 1] when `scale`.
     """
-    n = len(images)
+    n = len(labels)
     if n == 0:
         raise ValueError("the training set is empty; allowed: at least one example")
     steps_per_epoch = math.ceil(n / batch_size)
     first_epoch, offset = divmod(int(start_iteration), steps_per_epoch)
-    images_t = tf.constant(images)
+    images_t = tf.nest.map_structure(tf.constant, images)
     labels_t = tf.constant(labels)
 
     def epoch_indices(epoch):
@@ -145,30 +222,36 @@ def train_batches(
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
 
     def gather(index):
-        x = tf.cast(tf.gather(images_t, index), tf.float32) / 255.0
+        x = tf.nest.map_structure(lambda t: _to_float(tf.gather(t, index), scale), images_t)
         return x, tf.gather(labels_t, index)
 
-    dataset = (
+    return (
         tf.data.Dataset.range(first_epoch, 2**62)
         .flat_map(epoch_indices)
         .skip(offset)
         .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .prefetch(tf.data.AUTOTUNE)
     )
-    return dataset
 
 
-def eval_batches(images: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> tf.data.Dataset:
+def eval_batches(images, labels, batch_size: int = 1000, scale: bool = True) -> tf.data.Dataset:
     """All examples once, in order, none dropped: evaluation is exact."""
     return (
         tf.data.Dataset.from_tensor_slices((images, labels))
         .batch(batch_size)
-        .map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, y))
+        .map(lambda x, y: (tf.nest.map_structure(lambda t: _to_float(t, scale), x), y))
         .cache()
         .prefetch(tf.data.AUTOTUNE)
     )
 
 
+def _to_float(tensor, scale: bool):
+    if tensor.dtype == tf.uint8 and scale:
+        return tf.cast(tensor, tf.float32) / 255.0
+    return tensor
+
+
+# -- one training run ------------------------------------------------------------------------------
 class _PeriodicEvaluation(keras.callbacks.Callback):
     """Evaluate validation loss and test accuracy at the end of each evaluation period."""
 
@@ -187,13 +270,13 @@ class _PeriodicEvaluation(keras.callbacks.Callback):
                 f"training loss became {train_loss} at iteration {iteration}; "
                 "lower the learning rate (or check the data)"
             )
-        val = self.model.evaluate(self.validation, verbose=0, return_dict=True) if self.validation else {}
+        val = self.model.evaluate(self.validation, verbose=0, return_dict=True)
         test = self.model.evaluate(self.test, verbose=0, return_dict=True)
         evaluation = Evaluation(
             iteration=iteration,
             train_loss=train_loss,
-            validation_loss=float(val.get("loss", test["loss"])),
-            validation_accuracy=float(val.get("accuracy", test["accuracy"])),
+            validation_loss=float(val["loss"]),
+            validation_accuracy=float(val["accuracy"]),
             test_loss=float(test["loss"]),
             test_accuracy=float(test["accuracy"]),
         )
@@ -202,10 +285,26 @@ class _PeriodicEvaluation(keras.callbacks.Callback):
             self.on_evaluation(evaluation)
 
 
+class CaptureAt(keras.callbacks.Callback):
+    """Call `fn(model)` right after training step `iteration` (the rewind point), then stop listening."""
+
+    def __init__(self, iteration: int, fn: Callable):
+        super().__init__()
+        self.iteration, self.fn, self.done = int(iteration), fn, False
+
+    def _implements_train_batch_hooks(self):
+        return not self.done  # per-batch hooks slow every step: only until the point is caught
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.done and int(self.model.optimizer.iterations.numpy()) == self.iteration:
+            self.fn(self.model)
+            self.done = True
+
+
 def train(
     model: keras.Model,
     train_data: Callable[[int], tf.data.Dataset],
-    validation: Optional[tf.data.Dataset],
+    validation: tf.data.Dataset,
     test: tf.data.Dataset,
     total_iterations: int,
     eval_every: int,
@@ -221,6 +320,8 @@ def train(
     `eval_every` iterations and at the end, appending to `history` (in place, so a resumed run
     passes the evaluations it already has); `on_evaluation` is where checkpoints are taken.
     """
+    if validation is None:
+        raise ValueError("no validation set: early stopping selects on it (never on the test set); pass one")
     history = history if history is not None else []
     started = time.perf_counter()
     evaluator = _PeriodicEvaluation(validation, test, history, on_evaluation)
@@ -245,3 +346,94 @@ def train(
             verbose=verbose,
         )
     return summarize(history, total_iterations, time.perf_counter() - started)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One network of a search: which round and branch, its seed, and how its learning rate runs."""
+
+    round: int
+    name: str
+    seed: int
+    iterations: int
+    schedule_offset: int = 0
+    hold_schedule: bool = False
+
+
+def train_stage(model, stage: Stage, config: TrainingConfig, inputs, objective: Objective, strategy,
+                run=None, progress=None, callbacks: Sequence = (), capture: Optional[CaptureAt] = None,
+                log: Callable[[str], None] = print) -> dict:
+    """Compile with a fresh optimizer and train one network, resuming from `run`'s in-progress checkpoint.
+
+    The model must already hold the network's masks and starting weights. With `run`, a
+    checkpoint is written every `config.checkpoint_every` iterations; returns the stage's result
+    (metrics and evaluation history).
+    """
+    from tf_lottery import checkpoints
+
+    keras.utils.set_random_seed(stage.seed)
+    with strategy.scope():
+        optimizer = make_optimizer(config, stage.schedule_offset, stage.hold_schedule)
+        objective.compile(model, optimizer, config.jit_compile)
+        model.optimizer.build(model.trainable_variables)
+    for wrapper in _wrappers(model):
+        wrapper.pruning_step.assign(0)
+    start, history, previous_seconds = 0, [], 0.0
+    state = run.load_progress(stage.iterations) if run is not None else None
+    if state is not None and (state["round"], state["stage"]) == (stage.round, stage.name):
+        checkpoints.restore_progress(run, state, model)
+        start = state["iteration"]
+        history = [Evaluation(**e) for e in state["history"]]
+        previous_seconds = state["seconds"]
+        log(f"resuming round {stage.round} ({stage.name}) at iteration {start}")
+    elif state is not None:
+        run.clear_progress()  # another network's, finished since: its result is on disk
+    started = time.perf_counter()
+    last_saved = [start]
+    if progress is not None:
+        progress.begin(stage.round, stage.name, start, stage.iterations)
+
+    def on_evaluation(evaluation: Evaluation) -> None:
+        if progress is not None:
+            progress.update(evaluation)
+        every = config.checkpoint_every
+        if run is not None and every and evaluation.iteration - last_saved[0] >= every and evaluation.iteration < stage.iterations:
+            checkpoints.save_progress(run, {
+                "round": stage.round,
+                "stage": stage.name,
+                "iteration": evaluation.iteration,
+                "history": [dataclasses.asdict(e) for e in history],
+                "seconds": previous_seconds + time.perf_counter() - started,
+            }, model)
+            last_saved[0] = evaluation.iteration
+
+    extra = [capture] if capture is not None and start < capture.iteration else []
+    result = train(
+        model,
+        lambda i: inputs.train_from(stage.seed, i),
+        inputs.validation,
+        inputs.test,
+        total_iterations=stage.iterations,
+        eval_every=config.eval_every,
+        callbacks=extra + list(callbacks),
+        start_iteration=start,
+        history=history,
+        on_evaluation=on_evaluation,
+    )
+    if progress is not None:
+        progress.end()
+    out = result.metrics()
+    out["seconds"] += previous_seconds
+    out["history"] = [dataclasses.asdict(e) for e in result.history]
+    return out
+
+
+def _wrappers(model) -> list:
+    from tf_lottery import pruning
+
+    return pruning.prunable_layers(model)
+
+
+def as_numpy_batches(dataset: tf.data.Dataset, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first `count` batches of a dataset as NumPy (for data-dependent pruning scores)."""
+    return [(x.numpy() if hasattr(x, "numpy") else x, y.numpy()) for x, y in dataset.take(count)]

@@ -1,0 +1,180 @@
+"""The inputs of a search: training batches from any iteration, and exact validation and test sets.
+
+Sources: `Splits` from `tf_lottery.data` (uint8 images, scaled to [0, 1]); NumPy `(x, y)` tuples
+(used as they are; x may be a dict of arrays for a model with several inputs); or the user's
+`tf.data` datasets, batched or not. With arrays the training order is a pure function of
+(seed, iteration), so resuming mid-network is exact; a user's tf.data pipeline keeps its own
+order (a resumed network replays it from its start).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from typing import Any, Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tf_lottery import distribute, training
+
+
+@dataclasses.dataclass
+class Inputs:
+    """Training batches from iteration i on, exact validation and test sets, and what they hold."""
+
+    train_from: Callable[[int, int], tf.data.Dataset]  # (seed, start_iteration) -> batches
+    validation: tf.data.Dataset
+    test: tf.data.Dataset
+    steps_per_epoch: Optional[int]  # training batches in one pass (None: unknown)
+    one_hot: bool
+    name: str
+    fingerprint: Optional[str] = None  # of the arrays; None for a user's tf.data pipeline
+    input_spec: Any = None  # shape of one example (or a dict of them)
+    num_classes: Optional[int] = None
+    sample: Callable[[int], list] = lambda count: []  # a few training batches (NumPy), for data-dependent scores
+
+    def total_iterations(self, config) -> int:
+        """Iterations of one network: `config.iterations`, or `config.epochs` passes over the data."""
+        if config.iterations:
+            return int(config.iterations)
+        if not self.steps_per_epoch:
+            raise ValueError("set iterations: the training dataset's length is unknown, so epochs cannot be counted")
+        return int(config.epochs) * self.steps_per_epoch
+
+
+def _one_hot(labels: np.ndarray) -> bool:
+    return labels.ndim == 2 and labels.shape[1] > 1
+
+
+def _fingerprint(*arrays) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        for leaf in tf.nest.flatten(array):
+            leaf = np.ascontiguousarray(leaf)
+            digest.update(f"{leaf.dtype}{leaf.shape}".encode())
+            digest.update(leaf.data)
+    return digest.hexdigest()[:16]
+
+
+def from_arrays(train, validation, test, batch_size: int, scale: bool, name: str,
+                num_classes: Optional[int] = None, fingerprint: Optional[str] = None) -> Inputs:
+    """Inputs from `(x, y)` pairs of arrays (x an array or a dict of arrays)."""
+    parts = {"train": train, "validation": validation, "test": test}
+    for split, pair in parts.items():
+        if pair is None:
+            if split == "validation":
+                raise ValueError(
+                    "pass validation=(x, y): early stopping selects on the validation set, never on the test set"
+                )
+            raise ValueError(f"pass {split}=(x, y)")
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise ValueError(f"{split} must be an (x, y) pair of arrays or a tf.data.Dataset, not {type(pair).__name__}")
+        x, y = pair
+        count = {len(v) for v in tf.nest.flatten(x)}
+        if count != {len(y)}:
+            raise ValueError(f"{split} has {sorted(count)} inputs but {len(y)} labels; they must match")
+        if len(y) == 0:
+            raise ValueError(f"the {split} set is empty; allowed: at least one example")
+    (x, y), (vx, vy), (tx, ty) = train, validation, test
+    first = tf.nest.map_structure(lambda a: tuple(np.shape(a)[1:]), x)
+
+    def train_from(seed, start):
+        return training.train_batches(x, y, batch_size, seed, start, scale=scale)
+
+    def sample(count):
+        return training.as_numpy_batches(training.train_batches(x, y, batch_size, 0, 0, scale=scale), count)
+
+    return Inputs(
+        train_from=train_from,
+        validation=training.eval_batches(vx, vy, scale=scale),
+        test=training.eval_batches(tx, ty, scale=scale),
+        steps_per_epoch=math.ceil(len(y) / batch_size),
+        one_hot=_one_hot(np.asarray(y)),
+        name=name,
+        fingerprint=fingerprint or _fingerprint(x, y, vx, vy, tx, ty),
+        input_spec=first,
+        num_classes=num_classes,
+        sample=sample,
+    )
+
+
+def from_splits(splits, batch_size: int, train_subset: Optional[int] = None, fingerprint: Optional[str] = None) -> Inputs:
+    """Inputs from `tf_lottery.data.Splits` (uint8 images scaled to [0, 1])."""
+    train_x, train_y = splits.train_images, splits.train_labels
+    if train_subset:
+        train_x, train_y = train_x[:train_subset], train_y[:train_subset]
+    if len(train_y) == 0:
+        raise ValueError("the training set is empty; allowed: at least one example")
+    if len(splits.validation_labels) == 0:
+        raise ValueError("the validation set is empty; allowed: validation_size >= 1 (early stopping needs it)")
+    if len(splits.test_labels) == 0:
+        raise ValueError("the test set is empty; allowed: at least one example")
+    if fingerprint is None:
+        fingerprint = _fingerprint(train_x, train_y, splits.validation_images, splits.validation_labels,
+                                   splits.test_images, splits.test_labels)
+    return from_arrays(
+        (train_x, train_y),
+        (splits.validation_images, splits.validation_labels),
+        (splits.test_images, splits.test_labels),
+        batch_size,
+        scale=True,
+        name=getattr(splits, "name", "") or getattr(splits, "source", "arrays"),
+        num_classes=int(getattr(splits, "num_classes", 10)),
+        fingerprint=fingerprint,
+    )
+
+
+def _batched(dataset: tf.data.Dataset, example_rank: Optional[int], batch_size: int, eval_batch: bool) -> tf.data.Dataset:
+    """The dataset batched, when its elements are single examples (rank of one example known)."""
+    x_spec = tf.nest.flatten(dataset.element_spec[0])[0]
+    if example_rank is not None and x_spec.shape.rank == example_rank:
+        return dataset.batch(1000 if eval_batch else batch_size)
+    return dataset
+
+
+def from_datasets(train, validation, test, batch_size: int, example_rank: Optional[int]) -> Inputs:
+    """Inputs from the user's tf.data datasets of (x, y), batched or not (batched here with `batch_size`)."""
+    for split, ds in (("train", train), ("validation", validation), ("test", test)):
+        if ds is None:
+            if split == "validation":
+                raise ValueError(
+                    "pass validation=...: early stopping selects on the validation set, never on the test set"
+                )
+            raise ValueError(f"pass {split}=... together with train=...")
+        if not isinstance(ds, tf.data.Dataset):
+            raise ValueError(f"{split} must be a tf.data.Dataset when train is one, not {type(ds).__name__}")
+        spec = ds.element_spec
+        if not (isinstance(spec, tuple) and len(spec) == 2):
+            raise ValueError(f"{split} must yield (x, y) pairs; it yields {spec}")
+    train = _batched(train, example_rank, batch_size, eval_batch=False)
+    validation = _batched(validation, example_rank, batch_size, eval_batch=True)
+    test = _batched(test, example_rank, batch_size, eval_batch=True)
+    cardinality = int(train.cardinality().numpy())
+    if cardinality == 0:
+        raise ValueError("the training dataset is empty; allowed: at least one batch")
+    y_spec = train.element_spec[1]
+    one_hot = y_spec.shape.rank == 2 and (y_spec.shape[-1] or 0) > 1
+    repeated = train.repeat()
+    return Inputs(
+        train_from=lambda seed, start: repeated,
+        validation=validation,
+        test=test,
+        steps_per_epoch=cardinality if cardinality > 0 else None,
+        one_hot=one_hot,
+        name="user datasets",
+        input_spec=tf.nest.map_structure(lambda s: tuple(s.shape[1:]), train.element_spec[0]),
+        sample=lambda count: training.as_numpy_batches(train, count),
+    )
+
+
+def shard_for_workers(inputs: Inputs) -> Inputs:
+    """Multi-worker: each worker reads the same global batches and keeps its share (exact evaluation)."""
+    shard = distribute.shard_by_data
+    return dataclasses.replace(
+        inputs,
+        train_from=lambda seed, start: shard(inputs.train_from(seed, start)),
+        validation=shard(inputs.validation),
+        test=shard(inputs.test),
+    )
