@@ -6,7 +6,7 @@ restores survivors bit for bit, sparsity follows (1-p)^k, and only kernels are e
 
 import dataclasses
 
-import tf_lottery  # first: it selects tf-keras before TensorFlow loads
+import tf_lottery
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -14,10 +14,10 @@ import tf_keras as keras
 
 import tf_lottery_models as zoo
 from tf_lottery import config as C
-from tf_lottery import lottery
+from tf_lottery import branches, checkpoints
 from tf_lottery import masks as mask_math
 from tf_lottery import pruning, training
-from tf_lottery.experiment import RunDirectory
+from tf_lottery.run_directory import RunDirectory
 
 from fashion_slices import fashion_slice
 
@@ -66,13 +66,8 @@ class Recorder(keras.callbacks.Callback):
 
 def lenet_config(iterations=100, eval_every=50, rounds=3, **pruning_fields):
     cfg = C.from_preset("lenet_300_100", "fast")
-    return dataclasses.replace(
-        cfg,
-        training=dataclasses.replace(
-            cfg.training, iterations=iterations, epochs=None, eval_every=eval_every, checkpoint_every=eval_every
-        ),
-        pruning=dataclasses.replace(cfg.pruning, rounds=rounds, **pruning_fields),
-    )
+    return C.override(cfg, iterations=iterations, epochs=None, eval_every=eval_every, checkpoint_every=eval_every,
+                      rounds=rounds, **pruning_fields)
 
 
 def expected_reset(wrapped, rewind, masks):
@@ -140,7 +135,7 @@ def test_pruned_weights_are_zero_in_round_checkpoints_and_stripped_model(iterati
     # The last round's trained weights, restored from its checkpoint into a fresh model, then stripped.
     last = len(ticket.round_masks) - 1
     fresh = tf_lottery.wrap(zoo.get_builder("lenet_300_100")((28, 28, 1), num_classes=10, seed=1))
-    run.restore_checkpoint(last, fresh)
+    checkpoints.restore_round(run, last, fresh)
     np.testing.assert_array_equal(pruning.get_masks(fresh)["fc1"], ticket.round_masks[last]["fc1"])
     stripped = tf_lottery.strip(fresh)
     assert not any(pruning._is_wrapper(layer) for layer in stripped.layers)
@@ -174,15 +169,19 @@ def test_every_main_round_starts_from_the_rewind_weights_bit_for_bit(iterative):
             np.concatenate([m.ravel() for m in fit["masks"].values()]),
             np.concatenate([m.ravel() for m in ticket.round_masks[round_index].values()]),
         )
-        want = expected_reset(ticket.model, ticket.initial_weights, fit["masks"])
+        want = expected_reset(ticket.rewound_model(), ticket.initial_weights, fit["masks"])
         assert_bitwise_equal(fit["weights"], want, f"round {round_index}")
     # the random-pruning control also starts from the rewind weights, under its own mask
     for round_index, fit in enumerate(recorder.fits[2::2], start=1):
-        want = expected_reset(ticket.model, ticket.initial_weights, fit["masks"])
+        want = expected_reset(ticket.rewound_model(), ticket.initial_weights, fit["masks"])
         assert_bitwise_equal(fit["weights"], want, f"random_prune round {round_index}")
-    # and the ticket handed back is the sparsest mask at its rewind point
-    want = expected_reset(ticket.model, ticket.initial_weights, ticket.masks)
-    assert_bitwise_equal(pruning.snapshot(ticket.model), want, "returned ticket")
+    # and the ticket's rewound model is the sparsest mask at its rewind point
+    rewound = ticket.rewound_model("last")
+    want = expected_reset(rewound, ticket.initial_weights, ticket.masks)
+    assert_bitwise_equal(pruning.snapshot(rewound), want, "rewound ticket")
+    # while its trained model is the last round's trained network
+    trained = ticket.trained_model("last", strip=False)
+    assert_bitwise_equal(pruning.snapshot(trained), recorder.fits[-2]["trained"], "trained ticket")
 
 
 def test_rewind_step_records_the_dense_weights_after_k_iterations(splits, tmp_path_factory):
@@ -193,16 +192,16 @@ def test_rewind_step_records_the_dense_weights_after_k_iterations(splits, tmp_pa
     # captured in the same run, at the end of iteration k of the dense run
     assert_bitwise_equal(ticket.initial_weights, recorder.captured)
     # round 1 starts from them, survivors bit for bit
-    assert_bitwise_equal(recorder.fits[1]["weights"], expected_reset(ticket.model, recorder.captured, ticket.round_masks[1]))
+    assert_bitwise_equal(recorder.fits[1]["weights"], expected_reset(ticket.rewound_model(), recorder.captured, ticket.round_masks[1]))
     assert not np.array_equal(recorder.fits[0]["weights"][0], recorder.captured[0])
 
     # Reproduced independently: the same dense model trained for exactly k iterations.
     keras.utils.set_random_seed(cfg.runtime.seed)
     model = pruning.wrap(zoo.get_builder("lenet_300_100")((28, 28, 1), num_classes=10, seed=cfg.runtime.seed))
     assert_bitwise_equal(pruning.snapshot(model), recorder.fits[0]["weights"])
-    seed = lottery._stage_seed(cfg.runtime.seed, 0, "main")
+    seed = branches.stage_seed(cfg.runtime.seed, 0, "main")
     keras.utils.set_random_seed(seed)
-    training.compile_for_round(model, cfg.training)
+    training.default_objective(model, one_hot=False).compile(model, training.make_optimizer(cfg.training))
     batches = training.train_batches(splits.train_images, splits.train_labels, cfg.training.batch_size, seed)
     model.fit(batches, epochs=1, steps_per_epoch=rewind_step, verbose=0)
     assert_bitwise_equal(pruning.snapshot(model), ticket.initial_weights)
@@ -242,7 +241,7 @@ def test_weights_remaining_counts_only_kernels(iterative):
 
 
 def test_global_scope_pools_hidden_layers_to_the_fraction(splits):
-    cfg = lenet_config(iterations=60, eval_every=60, rounds=3, scope="global")
+    cfg = lenet_config(iterations=60, eval_every=60, rounds=3, pruning_scope="global")
     ticket = tf_lottery.find_ticket(config=cfg, splits=splits, log=lambda s: None)
     pooled = LENET_SIZES["fc1"] + LENET_SIZES["fc2"]
     for k, masks in enumerate(ticket.round_masks):
@@ -294,7 +293,7 @@ def test_biases_and_batch_norm_are_never_masked(splits):
     recorder = Recorder()
     cfg = lenet_config(iterations=40, eval_every=40, rounds=3, fc_rate=0.5, conv_rate=0.5)
     ticket = tf_lottery.find_ticket(conv_bn_model(), cfg, splits=splits, callbacks=[recorder], log=lambda s: None)
-    model = ticket.model
+    model = ticket.rewound_model("last")
     assert recorder.violations == [] and recorder.steps_checked == 3 * 40
     assert sorted(ticket.masks) == ["conv", "logits"]
     for wrapper in pruning.prunable_layers(model):
