@@ -3,7 +3,6 @@
 import dataclasses
 from collections.abc import Callable
 
-import tf_lottery  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 import tf_keras as keras
 
 # build(input_shape, num_classes=10, dropout_rate=0.0, seed=None) -> keras.Model

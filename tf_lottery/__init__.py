@@ -1,28 +1,20 @@
 """tf_lottery: find winning lottery tickets in Keras models with TF-MOT pruning wrappers.
 
-Importing this package sets TF_USE_LEGACY_KERAS=1 before TensorFlow loads, because
-TF-MOT supports only tf-keras (Keras 2), not Keras 3.
+tf_lottery runs on tf-keras (Keras 2), which TF-MOT needs, and imports it as `tf_keras`;
+Keras 3 models are carried over by `tf_lottery.keras3`. Importing tf_lottery does not choose
+the user's Keras: `tf.keras` stays whatever TensorFlow picks from the user's own
+TF_USE_LEGACY_KERAS, whichever of TensorFlow, Keras and tf_lottery is imported first
+(TF-MOT is imported through `tf_lottery._tfmot`, which keeps its switch to itself).
 """
 
 import os
-import sys
-import warnings
 
-if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
-    warnings.warn(
-        "tf_lottery: TensorFlow was imported before tf_lottery without TF_USE_LEGACY_KERAS=1, "
-        "so tf.keras is Keras 3. tf_lottery and TF-MOT use tf-keras (import tf_keras); "
-        "models built with Keras 3 are refused. Import tf_lottery first or export "
-        "TF_USE_LEGACY_KERAS=1.",
-        stacklevel=2,
-    )
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
-# The public API loads lazily (PEP 562), so `import tf_lottery` only sets the environment and
-# tools that need no TensorFlow (lottery-report) start fast.
+# The public API loads lazily (PEP 562), so `import tf_lottery` loads no TensorFlow and
+# tools that need none (lottery-report) start fast.
 _EXPORTS = {
     "LotteryCallback": "tf_lottery.callbacks",
     "DataConfig": "tf_lottery.config",

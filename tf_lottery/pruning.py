@@ -14,7 +14,8 @@ from typing import Mapping, Optional
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
-import tensorflow_model_optimization as tfmot
+
+from tf_lottery._tfmot import tfmot
 
 
 _PRUNABLE_TYPES = (
