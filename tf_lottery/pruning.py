@@ -43,12 +43,19 @@ def is_prunable(layer: keras.layers.Layer) -> bool:
 
 
 def check_keras_model(model) -> None:
-    """Refuse Keras 3 models and subclassed models with a one-line explanation."""
+    """Refuse non-tf-keras models and subclassed models with a one-line explanation."""
     if not isinstance(model, keras.Model):
+        from tf_lottery import keras3
+
         kind = type(model).__module__ + "." + type(model).__name__
+        if keras3.is_keras3_model(model):
+            raise ValueError(
+                f"model {model.name!r} is a Keras 3 model, not a tf-keras model, which TF-MOT needs; "
+                "carry it over with tf_lottery.keras3.to_tf_keras(model)"
+            )
         raise ValueError(
             f"model of type {kind} is not a tf-keras model; build it with `import tf_keras as keras` "
-            "(or import tf_lottery before tensorflow so tf.keras is tf-keras)"
+            "or with Keras 3 and tf_lottery.keras3.to_tf_keras"
         )
     if not (isinstance(model, keras.Sequential) or model._is_graph_network):
         raise ValueError(
