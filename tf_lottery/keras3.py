@@ -148,18 +148,20 @@ def to_keras3(tf_model, template=None):
 
 
 def _stripped(tf_model):
-    """`tf_model` without TF-MOT wrappers, and the masks of its wrapped layers by layer name."""
+    """`tf_model` without TF-MOT wrappers, and the masks of its wrapped layers by id of the layer."""
     if not any(hasattr(layer, "pruning_vars") for layer in tf_model.layers):
         return tf_model, {}
     from tf_lottery import pruning
 
-    return pruning.strip(tf_model), pruning.get_masks(tf_model)
+    # strip_pruning hands back the wrapped layers themselves, so they identify their masks.
+    masks = {id(w.layer): w.pruning_vars[0][1].numpy() for w in pruning.prunable_layers(tf_model)}
+    return pruning.strip(tf_model), masks
 
 
 def _masked_weights(layer, masks) -> list:
     """The layer's weights, with its kernel zeroed where its mask is 0 (a copy; the layer is unchanged)."""
     values = layer.get_weights()
-    mask = masks.get(layer.name)
+    mask = masks.get(id(layer))
     if mask is not None:
         index = next(i for i, w in enumerate(layer.weights) if w is layer.kernel)
         values[index] = np.where(mask != 0, values[index], np.zeros_like(values[index]))
@@ -385,7 +387,13 @@ class _Rebuild:
                 self.layers[key] = self._build(layer)
             else:
                 target_class, config = self._config(layer)
-                self.layers[key] = target_class.from_config(config)
+                try:
+                    self.layers[key] = target_class.from_config(config)
+                except (TypeError, ValueError) as e:
+                    raise ValueError(
+                        f"layer {layer.name!r} ({_class_path(type(layer))}) cannot be rebuilt in "
+                        f"{self.target.display}: {' '.join(str(e).split())}"
+                    ) from e
                 if layer.weights:
                     self.pairs.append((layer, self.layers[key]))
         return self.layers[key]
@@ -492,7 +500,11 @@ def _object(key: str, value, where: str, target: _Api):
                     f"{where} has {key} {class_name} with {name}={config[name]!r}, which "
                     f"{target.display} has no equivalent for"
                 )
-    return cls(**config)
+    try:
+        return cls(**config)
+    except (TypeError, ValueError) as e:
+        detail = " ".join(str(e).split())
+        raise ValueError(f"{where} has {key} {class_name} with a config {target.display} refuses: {detail}") from e
 
 
 def _plain(value):
