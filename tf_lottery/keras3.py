@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -432,7 +432,7 @@ class _Rebuild:
             value = config[key]
             if key not in accepted:
                 # Initializers only matter for fresh weights, and the weights are copied.
-                inactive = value in (None, False) or _INACTIVE.get(key, object()) == value
+                inactive = value is None or value is False or (key in _INACTIVE and _INACTIVE[key] == value)
                 if key in _SHAPE_KEYS or inactive or key.endswith("_initializer"):
                     del config[key]
                     continue
