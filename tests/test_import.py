@@ -19,12 +19,6 @@ def test_import_neither_loads_tensorflow_nor_sets_legacy_keras():
     assert result.stdout.split() == ["None", "False"]
 
 
-def test_importing_tensorflow_first_is_fine_and_silent():
-    result = python("import tensorflow; import tf_lottery.pruning")
-    assert result.returncode == 0, result.stderr
-    assert "tf_lottery" not in result.stderr
-
-
 def test_a_user_who_chose_legacy_keras_keeps_it():
     result = python(
         "import tf_lottery.pruning, tensorflow as tf; print(os.environ['TF_USE_LEGACY_KERAS'], tf.keras.__name__)",

@@ -394,6 +394,7 @@ def test_import_order_does_not_matter_for_keras3_users():
     for name, process in processes.items():
         code, stdout, stderr = finished(process)
         assert code == 0, f"{name}: {stderr[-3000:]}"
+        assert "imported before tf_lottery" not in stderr, name  # the old import-order warning is gone
         keras_version, tf_keras_version, ticket_module, tf_keras_model_module = stdout.split()[-4:]
         assert keras_version.startswith("3.") and tf_keras_version.startswith("3."), name
         assert ticket_module.startswith("keras.") and tf_keras_model_module.startswith("keras."), name
