@@ -1,6 +1,5 @@
 """Conv-2, Conv-4 and Conv-6: the paper's VGG-like CIFAR-10 networks with an FC 256, 256 head."""
 
-import tf_lottery  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 import tf_keras as keras
 
 from tf_lottery_models.lenet import fully_connected

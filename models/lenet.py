@@ -1,6 +1,5 @@
 """Lenet-300-100: the paper's fully-connected MNIST network."""
 
-import tf_lottery  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 import tensorflow as tf
 import tf_keras as keras
 

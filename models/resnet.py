@@ -3,7 +3,6 @@
 import itertools
 from collections.abc import Iterator
 
-import tf_lottery  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 import tensorflow as tf
 import tf_keras as keras
 

@@ -1,6 +1,5 @@
 """VGG-19 for CIFAR-10 (the paper's variant): BatchNorm after every conv, global average pool, one FC."""
 
-import tf_lottery  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 import tf_keras as keras
 
 from tf_lottery_models.registry import glorot_normal, register

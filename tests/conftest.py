@@ -4,4 +4,4 @@ import os
 
 os.environ.setdefault("TF_LOTTERY_OFFLINE", "1")
 
-import tf_lottery  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before any test module imports TensorFlow)
+import tf_lottery  # noqa: E402,F401  (quiets TensorFlow's C++ logs before any test module imports it)

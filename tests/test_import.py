@@ -1,28 +1,31 @@
-"""`import tf_lottery` selects tf-keras before TensorFlow loads, and says so when it is too late."""
+"""`import tf_lottery` is cheap and leaves the choice of Keras (tf.keras) to the user."""
 
 import subprocess
 import sys
 
 
-def python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+def python(code: str, env_legacy=None) -> subprocess.CompletedProcess:
+    prelude = "import os; os.environ.pop('TF_USE_LEGACY_KERAS', None); "
+    if env_legacy is not None:
+        prelude += f"os.environ['TF_USE_LEGACY_KERAS'] = {env_legacy!r}; "
+    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True, timeout=120)
 
 
-def test_import_sets_legacy_keras_without_loading_tensorflow():
+def test_import_neither_loads_tensorflow_nor_sets_legacy_keras():
     result = python(
-        "import os, sys; os.environ.pop('TF_USE_LEGACY_KERAS', None); import tf_lottery; "
-        "print(os.environ['TF_USE_LEGACY_KERAS'], 'tensorflow' in sys.modules)"
+        "import sys; import tf_lottery; print(os.environ.get('TF_USE_LEGACY_KERAS'), 'tensorflow' in sys.modules)"
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["1", "False"]
+    assert result.stdout.split() == ["None", "False"]
 
 
-def test_importing_tensorflow_first_is_reported_clearly():
+def test_a_user_who_chose_legacy_keras_keeps_it():
     result = python(
-        "import os; os.environ.pop('TF_USE_LEGACY_KERAS', None); import tensorflow; import tf_lottery"
+        "import tf_lottery.pruning, tensorflow as tf; print(os.environ['TF_USE_LEGACY_KERAS'], tf.keras.__name__)",
+        env_legacy="1",
     )
     assert result.returncode == 0, result.stderr
-    assert "TensorFlow was imported before tf_lottery without TF_USE_LEGACY_KERAS=1" in result.stderr
+    assert result.stdout.split() == ["1", "tf_keras.api._v2.keras"]
 
 
 def test_wrapped_model_layers_come_from_tf_keras():

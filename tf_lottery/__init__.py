@@ -1,5 +1,11 @@
 """tf_lottery: find winning lottery tickets in Keras models with TF-MOT pruning wrappers.
 
+tf_lottery runs on tf-keras (Keras 2), which TF-MOT needs, and imports it as `tf_keras`;
+Keras 3 models are carried over by `tf_lottery.keras3`. Importing tf_lottery does not choose
+the user's Keras: `tf.keras` stays whatever TensorFlow picks from the user's own
+TF_USE_LEGACY_KERAS, whichever of TensorFlow, Keras and tf_lottery is imported first
+(TF-MOT is imported through `tf_lottery._tfmot`, which keeps its switch to itself).
+
 The public API loads lazily (PEP 562): `import tf_lottery` imports nothing heavy, so tools that
 need no TensorFlow (lottery-report) start fast, and every submodule (`tf_lottery.data`,
 `tf_lottery.export`, ...) is reachable as an attribute.

@@ -12,7 +12,7 @@ import sys
 
 from absl import app, flags, logging
 
-import tf_lottery  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tf_lottery  # noqa: F401  (quiets TensorFlow's C++ logs before TensorFlow loads)
 
 FLAGS = flags.FLAGS
 
