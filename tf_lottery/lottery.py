@@ -42,6 +42,10 @@ def _build_model(source: ModelSource, config: ExperimentConfig, input_shape, num
         except (TypeError, ValueError):
             takes_seed = False
         built = source(seed=config.runtime.seed) if takes_seed else source()
+        from tf_lottery import keras3
+
+        if keras3.is_keras3_model(built):
+            built = keras3.to_tf_keras(built)
         return built, "user"
     import tf_lottery_models as zoo
 

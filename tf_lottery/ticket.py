@@ -105,6 +105,14 @@ class Ticket:
         pruning.restore(model, weights)
         return _copy_wrapped(model)
 
+    def to_keras(self, round="best", trained: bool = True):
+        """The ticket as a Keras 3 model (like the one you passed in): `round`'s trained network, or
+        with `trained=False` its rewound one; pruned weights exactly 0."""
+        from tf_lottery import keras3
+
+        model = self.trained_model(round, strip=False) if trained else self.rewound_model(round)
+        return keras3.to_keras3(model, template=self._keras3_template)
+
     def export(self, export_base: str, round="best", **kwargs):
         """Export `round`'s trained network for TF Serving (see `tf_lottery.export.export_model`)."""
         from tf_lottery import export
