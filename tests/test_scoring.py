@@ -294,6 +294,36 @@ def test_synflow_masks_rejects_bad_iteration_counts(iterations):
         scoring.synflow_masks(model, pruning.get_masks(model), 0.5, iterations=iterations)
 
 
+def test_scorers_leave_a_conv_batchnorm_model_bit_identical():
+    # Inference mode: BatchNorm's moving statistics and TF-MOT's step counter must not move.
+    model = pruning.wrap(keras.Sequential([
+        keras.Input((5, 5, 2)),
+        keras.layers.Conv2D(3, 3, name="conv"),
+        keras.layers.BatchNormalization(name="bn"),
+        keras.layers.ReLU(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(2, name="out"),
+    ]))
+    bn = model.get_layer("bn")
+    bn.moving_mean.assign([0.5, -0.5, 0.1])
+    bn.gamma.assign([-1.0, 2.0, 0.5])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 5, 5, 2)).astype(f32)
+    y = np.array([0, 1, 1, 0])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    before = state(model)
+    results = [
+        scoring.snip_scores(model, [(x, y)], loss),
+        scoring.grasp_scores(model, [(x, y)], loss),
+        scoring.synflow_scores(model),
+    ]
+    assert_state_equal(model, before)
+    for scores in results:
+        assert list(scores) == ["conv", "out"]
+        assert scores["conv"].shape == (3, 3, 2, 3) and scores["out"].shape == (27, 2)
+        assert all(np.all(np.isfinite(s)) and np.any(s != 0) for s in scores.values())
+
+
 # -- baselines and errors -------------------------------------------------------------------
 
 
