@@ -244,7 +244,10 @@ def magnitude_scores(model: keras.Model) -> Scores:
         ValueError: the model has no wrapped layer.
     """
     wrappers = _wrappers(model)
-    return {pruning.layer_name(w): np.abs(k.numpy().astype(np.float64)) for w, k in zip(wrappers, _kernels(wrappers))}
+    return {
+        pruning.layer_name(w): np.abs(k.numpy().astype(np.float64))
+        for w, k in zip(wrappers, _kernels(wrappers))
+    }
 
 
 def random_scores(masks: Mapping[str, np.ndarray], seed: int) -> Scores:
@@ -271,7 +274,8 @@ def _wrappers(model: keras.Model) -> list:
     wrappers = pruning.prunable_layers(model)
     if not wrappers:
         raise ValueError(
-            f"model {getattr(model, 'name', model)!r} has no pruning wrappers; wrap it with tf_lottery.pruning.wrap first"
+            f"model {getattr(model, 'name', model)!r} has no pruning wrappers; "
+            "wrap it with tf_lottery.pruning.wrap first"
         )
     return wrappers
 
