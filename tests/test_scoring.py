@@ -176,6 +176,12 @@ def test_grasp_on_a_masked_network_uses_the_subnetworks_gradient_and_hessian():
     assert np.all(got[np.setdiff1d(np.arange(got.size), free)] == 0.0)
 
 
+def test_grasp_is_0_where_the_loss_is_linear_in_the_weights():
+    # L = -sum(X W): g = -X^T 1 is constant, so H = 0 and no second-order path exists.
+    scores = scoring.grasp_scores(snip_model(), [(X, Y)], lambda y, p: -tf.reduce_sum(p), temperature=1.0)
+    np.testing.assert_array_equal(scores["fc"], np.zeros((2, 2)))
+
+
 def test_grasp_rejects_a_non_positive_temperature():
     with pytest.raises(ValueError, match="temperature"):
         scoring.grasp_scores(grasp_model(), [(GRASP_X, GRASP_Y)], keras.losses.MeanSquaredError(), 0.0)

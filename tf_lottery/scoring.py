@@ -122,7 +122,8 @@ def grasp_scores(
                 loss = loss_fn(targets, model(inputs, training=False) / temperature)
             grads = _checked(inner.gradient(loss, kernels), wrappers)
             dot = tf.add_n([tf.reduce_sum(h * m * g) for h, m, g in zip(held, masks, grads)])
-        products = _checked(outer.gradient(dot, kernels), wrappers)
+        # A kernel the first-order gradients do not depend on has H g = 0 there, not "no gradient".
+        products = outer.gradient(dot, kernels, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         for total, product, mask in zip(hessian_gradient, products, masks):
             total += (product * mask).numpy().astype(np.float64)
     return {
