@@ -35,10 +35,13 @@ def keep_count(size: int, keep_fraction: float) -> int:
 
 def _keys(scores: np.ndarray, mask: np.ndarray, signed: bool) -> np.ndarray:
     """Sort keys: already-pruned weights lowest, then by |score| (or by the score itself when signed)."""
-    flat = scores.reshape(-1).astype(np.float64)
+    flat = np.asarray(scores).reshape(-1).astype(np.float64)
+    alive = mask.reshape(-1) > 0
+    if not np.all(np.isfinite(flat[alive])):
+        raise ValueError("scores of surviving weights are not finite (NaN or inf); allowed: finite scores")
     if signed:
-        return np.where(mask.reshape(-1) > 0, flat, -np.inf)
-    return np.where(mask.reshape(-1) > 0, np.abs(flat), -1.0)
+        return np.where(alive, flat, -np.inf)
+    return np.where(alive, np.abs(flat), -1.0)
 
 
 def _prune_order(scores: np.ndarray, mask: np.ndarray, signed: bool = False) -> np.ndarray:
