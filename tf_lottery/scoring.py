@@ -66,7 +66,7 @@ def snip_scores(model: keras.Model, batches: Iterable[Batch], loss_fn: LossFn) -
     kernels = _kernels(wrappers)
     gradient = _summed_gradient(model, wrappers, kernels, batches, loss_fn, temperature=1.0)
     return {
-        pruning.layer_name(w): np.abs(g * k.numpy().astype(np.float64))
+        w.name: np.abs(g * k.numpy().astype(np.float64))
         for w, k, g in zip(wrappers, kernels, gradient)
     }
 
@@ -108,7 +108,7 @@ def grasp_scores(
         raise ValueError(f"temperature {temperature!r} must be positive")
     wrappers = _wrappers(model)
     kernels = _kernels(wrappers)
-    masks = [tf.cast(w.pruning_vars[0][1], k.dtype) for w, k in zip(wrappers, kernels)]
+    masks = [tf.cast(w.mask, k.dtype) for w, k in zip(wrappers, kernels)]
     batches = list(batches)
     gradient = _summed_gradient(model, wrappers, kernels, batches, loss_fn, temperature)
     # Constants of the second pass: the first pass's gradient, restricted to the survivors.
@@ -127,7 +127,7 @@ def grasp_scores(
         for total, product, mask in zip(hessian_gradient, products, masks):
             total += (product * mask).numpy().astype(np.float64)
     return {
-        pruning.layer_name(w): k.numpy().astype(np.float64) * hg
+        w.name: k.numpy().astype(np.float64) * hg
         for w, k, hg in zip(wrappers, kernels, hessian_gradient)
     }
 
@@ -175,7 +175,7 @@ def synflow_scores(model: keras.Model, input_shape: Optional[Sequence[int]] = No
                 "the product of absolute weights overflows float32"
             )
         scores = {
-            pruning.layer_name(w): np.abs(g.numpy().astype(np.float64) * k.numpy().astype(np.float64))
+            w.name: np.abs(g.numpy().astype(np.float64) * k.numpy().astype(np.float64))
             for w, k, g in zip(wrappers, kernels, grads)
         }
     finally:
@@ -246,7 +246,7 @@ def magnitude_scores(model: keras.Model) -> Scores:
     """
     wrappers = _wrappers(model)
     return {
-        pruning.layer_name(w): np.abs(k.numpy().astype(np.float64))
+        w.name: np.abs(k.numpy().astype(np.float64))
         for w, k in zip(wrappers, _kernels(wrappers))
     }
 
@@ -272,7 +272,8 @@ def random_scores(masks: Mapping[str, np.ndarray], seed: int) -> Scores:
 
 
 def _wrappers(model: keras.Model) -> list:
-    wrappers = pruning.prunable_layers(model)
+    """The model's masked weights (`pruning.Prunable`: name, kernel, mask), in model order."""
+    wrappers = pruning.prunables(model)
     if not wrappers:
         raise ValueError(
             f"model {getattr(model, 'name', model)!r} has no pruning wrappers; "
@@ -282,7 +283,7 @@ def _wrappers(model: keras.Model) -> list:
 
 
 def _kernels(wrappers: list) -> list:
-    return [w.pruning_vars[0][0] for w in wrappers]
+    return [w.kernel for w in wrappers]
 
 
 def _summed_gradient(model, wrappers, kernels, batches, loss_fn, temperature) -> list[np.ndarray]:
@@ -302,7 +303,7 @@ def _summed_gradient(model, wrappers, kernels, batches, loss_fn, temperature) ->
 
 
 def _checked(grads: list, wrappers: list) -> list:
-    missing = [pruning.layer_name(w) for w, g in zip(wrappers, grads) if g is None]
+    missing = [w.name for w, g in zip(wrappers, grads) if g is None]
     if missing:
         raise ValueError(f"layers {missing} get no gradient: they do not reach the model's output")
     return grads

@@ -12,6 +12,10 @@ from tf_lottery.strategies.base import PruneInputs, Strategy, expected_counts, k
 _MODULES = {
     "magnitude": "tf_lottery.strategies.magnitude",
     "random": "tf_lottery.strategies.random",
+    "magnitude_init": "tf_lottery.strategies.magnitude_init",
+    "snip": "tf_lottery.strategies.snip",
+    "grasp": "tf_lottery.strategies.grasp",
+    "synflow": "tf_lottery.strategies.synflow",
 }
 
 
