@@ -1,10 +1,11 @@
 """Datasets for lottery-ticket experiments: MNIST, Fashion-MNIST and CIFAR-10.
 
 Splits. As in Frankle & Carbin (2019), 5,000 training examples are held out for
-validation (early stopping). They are chosen by a permutation seeded with
-`split_seed`, independent of the run seed, so every run and every pruning round
-sees the same validation set. Both parts keep the source's order; the test set is
-the source's test set, untouched. TFDS stores examples in its own shuffled order,
+validation (early stopping): the first `validation_size` indices of a permutation
+of the training set seeded with `split_seed` (independent of the run seed), so
+every run and every pruning round sees the same validation set. Both parts are
+sorted back into the source's order; the test set is the source's test set,
+untouched. TFDS stores examples in its own shuffled order,
 so a TFDS source and raw files give different (equally valid) validation sets.
 
 Sources, tried in this order by `load(..., source='auto')`:
