@@ -389,3 +389,56 @@ def test_load_rejects_cifar10_labels_out_of_range_naming_the_file(tmp_path):
     (directory / "test_batch.bin").write_bytes(cifar_records([0, 1], rng)[0])
     with pytest.raises(ValueError, match=r"labels in .*data_batch_4.bin span 4..200; allowed: 0..9$"):
         data.load("cifar10", data_dir=str(tmp_path), validation_size=3)
+
+
+# Fingerprint ----------------------------------------------------------------------------------
+
+
+def test_fingerprint_is_the_same_for_two_copies_and_changes_with_one_label(tmp_path):
+    write_idx_set(tmp_path / "a", seed=3)
+    write_idx_set(tmp_path / "b", seed=3, compress=False)  # same arrays, other files
+    first = data.load("mnist", data_dir=str(tmp_path / "a"), validation_size=2)
+    copy = data.load("mnist", data_dir=str(tmp_path / "b"), validation_size=2)
+    assert first.source != copy.source
+    assert data.fingerprint(first) == data.fingerprint(copy)
+    assert len(data.fingerprint(first)) == 16 and int(data.fingerprint(first), 16) >= 0
+
+    labels = tmp_path / "b" / "t10k-labels-idx1-ubyte"
+    content = bytearray(labels.read_bytes())
+    content[-1] = (content[-1] + 1) % 10
+    labels.write_bytes(bytes(content))
+    changed = data.load("mnist", data_dir=str(tmp_path / "b"), validation_size=2)
+    assert data.fingerprint(changed) != data.fingerprint(first)
+    # The split is part of what was loaded: another validation set is other data.
+    assert data.fingerprint(data.load("mnist", data_dir=str(tmp_path / "a"), validation_size=3)) != (
+        data.fingerprint(first)
+    )
+
+
+def test_fingerprint_covers_shapes_and_dtypes():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 2, 2, 1), dtype=np.uint8)
+    labels = np.arange(4, dtype=np.int64)
+    empty = images[:0], labels[:0]
+    base = data.Splits(images, labels, *empty, images, labels)
+    # Same bytes, other shape: (4, 2, 2, 1) vs (4, 4, 1, 1).
+    reshaped = data.Splits(images.reshape(4, 4, 1, 1), labels, empty[0].reshape(0, 4, 1, 1), empty[1],
+                           images.reshape(4, 4, 1, 1), labels)
+    assert data.fingerprint(base) != data.fingerprint(reshaped)
+    # Same values, other label dtype.
+    narrow = data.Splits(images, labels.astype(np.int32), *empty, images, labels)
+    assert data.fingerprint(base) != data.fingerprint(narrow)
+    # Train and test swapped around an empty validation split is not the same data.
+    moved = data.Splits(images[:2], labels[:2], *empty, images, labels)
+    assert data.fingerprint(base) != data.fingerprint(moved)
+
+
+@needs_fashion
+def test_fingerprint_of_full_fashion_mnist_is_fast(fashion):
+    import time
+
+    start = time.perf_counter()
+    value = data.fingerprint(fashion)
+    elapsed = time.perf_counter() - start
+    assert value == data.fingerprint(fashion)
+    assert elapsed < 1.0, f"fingerprint took {elapsed:.3f} s"
