@@ -12,6 +12,8 @@ import sys
 
 from absl import app, flags
 
+from tf_lottery.cli import common
+
 FLAGS = flags.FLAGS
 
 flags.DEFINE_multi_string("run_dir", [], "A lottery-find output_dir, or a folder of replicates (repeatable).")
@@ -37,7 +39,8 @@ def _levels(values) -> list[float]:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from tf_lottery import report
+    with common.native_stderr_silenced():  # report needs no TF, but experiment.py still imports it
+        from tf_lottery import report
 
     try:
         if not FLAGS.run_dir:
