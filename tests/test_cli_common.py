@@ -124,3 +124,36 @@ def test_a_second_sigterm_ends_the_process_at_once():
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=30)
     assert process.returncode == -signal.SIGTERM
+
+
+# lottery-find: cli/find.py is being rewritten elsewhere; these pass once it calls the helpers above.
+FIND_NOT_WIRED = pytest.mark.xfail(
+    strict=True,
+    reason="cli/find.py's main must call common.raise_on_sigterm() and common.quiet_tensorflow(FLAGS.verbose) "
+    "before importing the library, and return common.interrupted_status(e) for KeyboardInterrupt; then drop this mark",
+)
+
+
+@FIND_NOT_WIRED
+def test_find_error_is_exactly_one_line(tmp_path):
+    result = run([PYTHON, "-m", "tf_lottery.cli.find", "--rounds=0", f"--output_dir={tmp_path / 'run'}"])
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == ["lottery-find: error: rounds=0 must be an integer >= 1"]
+
+
+@FIND_NOT_WIRED
+def test_find_sigterm_prints_the_interrupt_line(tmp_path):
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [PYTHON, "-m", "tf_lottery.cli.find", "--iterations=3000", "--rounds=2", "--train_subset=600", "--quiet",
+         f"--output_dir={out}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "config.json").exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1)  # into training
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143
+    assert stderr.splitlines() == [f"lottery-find: interrupted; rerun the same command to resume {out}"]
