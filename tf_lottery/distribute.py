@@ -158,7 +158,7 @@ def _lookup_failure(error: BaseException) -> str:
     if isinstance(error, urllib.error.URLError) and not isinstance(error, urllib.error.HTTPError):
         return (
             f"the GCE metadata server that TPU names are looked up with is unreachable "
-            f"({_first_line(error.reason) if isinstance(error.reason, BaseException) else error.reason}); "
+            f"({error.reason}); "
             f"TPU names work only on Google Cloud"
         )
     return _first_line(error)
