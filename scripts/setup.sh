@@ -1,22 +1,41 @@
 #!/usr/bin/env bash
 # Set up tf_lottery on a fresh Debian machine with Python 3.11: the offline Fashion-MNIST
 # files, a virtual environment in .venv, and the package (with test extras when given --test).
+# Safe to rerun: it installs only what is missing. DRY_RUN=1 prints what it would change instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+exec 3>&1  # the terminal's stdout, for dry-run lines of commands whose output is discarded
+run() {
+  if [ -n "${DRY_RUN:-}" ]; then echo "would run: $*" >&3; else "$@"; fi
+}
+
+PYTHON=$(command -v python3.11 || command -v python3 || true)
+if [ -z "$PYTHON" ]; then
+  echo "setup.sh: error: no python3.11 or python3 on PATH; install Debian's python3.11 (apt-get install python3.11)" >&2
+  exit 1
+fi
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "setup.sh: error: tf_lottery needs Python 3.11, found %s at %s" % (sys.version.split()[0], sys.executable))'
+
+# Debian splits venv's pip bootstrap (ensurepip) into python3.11-venv: without it `python3 -m venv`
+# fails after creating a .venv with no pip in it.
+PACKAGES=()
+[ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || PACKAGES+=(dataset-fashion-mnist)
+"$PYTHON" -c 'import ensurepip' 2>/dev/null || PACKAGES+=(python3.11-venv)
+if [ ${#PACKAGES[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 ||
-    { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
+  run $SUDO apt-get install -y -qq "${PACKAGES[@]}" >/dev/null 2>&1 ||
+    { run $SUDO apt-get update -qq && run $SUDO apt-get install -y -qq "${PACKAGES[@]}" >/dev/null; }
 fi
 
-PYTHON=$(command -v python3.11 || command -v python3)
-"$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), "tf_lottery needs Python 3.11, found %s" % sys.version.split()[0]'
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+# A .venv left without pip by an earlier failed attempt is made again.
+if ! { [ -x .venv/bin/python ] && .venv/bin/python -m pip --version >/dev/null 2>&1; }; then
+  run "$PYTHON" -m venv --clear .venv
+fi
+run .venv/bin/python -m pip install -q --upgrade pip
 if [ "${1:-}" = "--test" ]; then
-  .venv/bin/python -m pip install -q -e ".[test]"
+  run .venv/bin/python -m pip install -q -e ".[test]"
 else
-  .venv/bin/python -m pip install -q -e .
+  run .venv/bin/python -m pip install -q -e .
 fi

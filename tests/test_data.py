@@ -138,6 +138,50 @@ def test_read_idx_rejects_corrupted_files_naming_them(tmp_path, content):
     assert "\n" not in str(error.value)
 
 
+def corrupt_gzip(content: bytes) -> bytes:
+    """A gzip member whose deflate stream is garbage: gzip.decompress raises zlib.error."""
+    compressed = gzip.compress(content)
+    return compressed[:10] + b"\xff" * 20 + compressed[30:]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        corrupt_gzip(idx_bytes(np.zeros((2, 3, 4), np.uint8))),
+        # Dims whose product is 2**64: wraps to 0 in int64 arithmetic.
+        bytes([0, 0, 0x08, 4]) + struct.pack(">4I", 2**16, 2**16, 2**16, 2**16),
+        bytes([0, 0, 0x0C, 2]) + struct.pack(">2I", 2**32 - 1, 2**32 - 1) + bytes(16),
+        # Absurd dims (a 0 hides the product) with data after the header.
+        bytes([0, 0, 0x08, 2]) + struct.pack(">2I", 0, 2**32 - 1) + bytes(8),
+    ],
+    ids=["corrupt-gzip", "dims-wrap-to-zero", "dims-overflow-int32", "zero-dim-with-data"],
+)
+def test_read_idx_rejects_bad_gzip_and_headers_in_one_line_naming_the_file(tmp_path, content):
+    path = tmp_path / "broken-idx3-ubyte.gz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="broken-idx3-ubyte.gz") as error:
+        data.read_idx(str(path))
+    assert "\n" not in str(error.value)
+    assert type(error.value) is ValueError
+
+
+def test_load_rejects_a_label_file_of_another_length_naming_it(tmp_path):
+    write_idx_set(tmp_path)
+    labels = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(idx_bytes(np.zeros(5, np.uint8))))
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte.gz holds shape \(5,\); expected \(3,\)"):
+        data.load("mnist", data_dir=str(tmp_path), validation_size=2)
+
+
+def test_load_rejects_labels_out_of_range_naming_the_file(tmp_path):
+    write_idx_set(tmp_path)
+    labels = tmp_path / "train-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(idx_bytes(np.array([0, 1, 2, 10, 3, 4], np.uint8))))
+    with pytest.raises(ValueError, match="train-labels-idx1-ubyte.gz") as error:
+        data.load("mnist", data_dir=str(tmp_path), validation_size=2)
+    assert "0..10" in str(error.value) and "0..9" in str(error.value)
+
+
 def test_load_local_idx_from_data_dir(tmp_path):
     arrays = write_idx_set(tmp_path / "mnist", compress=False)
     splits = data.load("mnist", data_dir=str(tmp_path), validation_size=2)
@@ -334,3 +378,67 @@ def test_splits_rejects_mismatched_arrays():
         data.Splits(x, y, x, y[:2], x, y)
     with pytest.raises(ValueError, match="test_images"):
         data.Splits(x, y, x, y, x.astype(np.float32), y)
+
+
+def test_load_rejects_cifar10_labels_out_of_range_naming_the_file(tmp_path):
+    rng = np.random.default_rng(2)
+    directory = tmp_path / "cifar-10-batches-bin"
+    directory.mkdir()
+    for i in range(1, 6):
+        (directory / f"data_batch_{i}.bin").write_bytes(cifar_records([i, 200 if i == 4 else 0], rng)[0])
+    (directory / "test_batch.bin").write_bytes(cifar_records([0, 1], rng)[0])
+    with pytest.raises(ValueError, match=r"labels in .*data_batch_4.bin span 4..200; allowed: 0..9$"):
+        data.load("cifar10", data_dir=str(tmp_path), validation_size=3)
+
+
+# Fingerprint ----------------------------------------------------------------------------------
+
+
+def test_fingerprint_is_the_same_for_two_copies_and_changes_with_one_label(tmp_path):
+    write_idx_set(tmp_path / "a", seed=3)
+    write_idx_set(tmp_path / "b", seed=3, compress=False)  # same arrays, other files
+    first = data.load("mnist", data_dir=str(tmp_path / "a"), validation_size=2)
+    copy = data.load("mnist", data_dir=str(tmp_path / "b"), validation_size=2)
+    assert first.source != copy.source
+    assert data.fingerprint(first) == data.fingerprint(copy)
+    assert len(data.fingerprint(first)) == 16 and int(data.fingerprint(first), 16) >= 0
+
+    labels = tmp_path / "b" / "t10k-labels-idx1-ubyte"
+    content = bytearray(labels.read_bytes())
+    content[-1] = (content[-1] + 1) % 10
+    labels.write_bytes(bytes(content))
+    changed = data.load("mnist", data_dir=str(tmp_path / "b"), validation_size=2)
+    assert data.fingerprint(changed) != data.fingerprint(first)
+    # The split is part of what was loaded: another validation set is other data.
+    assert data.fingerprint(data.load("mnist", data_dir=str(tmp_path / "a"), validation_size=3)) != (
+        data.fingerprint(first)
+    )
+
+
+def test_fingerprint_covers_shapes_and_dtypes():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 2, 2, 1), dtype=np.uint8)
+    labels = np.arange(4, dtype=np.int64)
+    empty = images[:0], labels[:0]
+    base = data.Splits(images, labels, *empty, images, labels)
+    # Same bytes, other shape: (4, 2, 2, 1) vs (4, 4, 1, 1).
+    reshaped = data.Splits(images.reshape(4, 4, 1, 1), labels, empty[0].reshape(0, 4, 1, 1), empty[1],
+                           images.reshape(4, 4, 1, 1), labels)
+    assert data.fingerprint(base) != data.fingerprint(reshaped)
+    # Same values, other label dtype.
+    narrow = data.Splits(images, labels.astype(np.int32), *empty, images, labels)
+    assert data.fingerprint(base) != data.fingerprint(narrow)
+    # Train and test swapped around an empty validation split is not the same data.
+    moved = data.Splits(images[:2], labels[:2], *empty, images, labels)
+    assert data.fingerprint(base) != data.fingerprint(moved)
+
+
+@needs_fashion
+def test_fingerprint_of_full_fashion_mnist_is_fast(fashion):
+    import time
+
+    start = time.perf_counter()
+    value = data.fingerprint(fashion)
+    elapsed = time.perf_counter() - start
+    assert value == data.fingerprint(fashion)
+    assert elapsed < 1.0, f"fingerprint took {elapsed:.3f} s"

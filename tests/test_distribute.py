@@ -6,8 +6,11 @@ its runtime, so it runs in a fresh process (tests/mirrored_main.py); the rest ru
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -103,6 +106,156 @@ def test_cli_tpu_without_one_is_one_line(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("lottery-find:")]
     assert len(errors) == 1 and errors[0].startswith("lottery-find: error: strategy 'tpu' found no TPU")
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def closed_port() -> int:
+    """A 127.0.0.1 port with nothing listening (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def silent_port():
+    """A 127.0.0.1 port that accepts connections and never says anything."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted = []
+    thread = threading.Thread(target=lambda: [accepted.append(server.accept()) for _ in range(8)], daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    server.close()
+    for connection, _ in accepted:
+        connection.close()
+
+
+def no_cloud_tpu_env(monkeypatch):
+    for name in ("TPU_NAME", "KUBE_GOOGLE_CLOUD_TPU_ENDPOINTS", "TPU_CONFIG", "GCE_METADATA_HOST", "GCE_METADATA_IP"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_tpu_name_off_google_cloud_is_one_line(monkeypatch):
+    """A TPU name is looked up through the GCE metadata server; off Cloud its name does not resolve."""
+    no_cloud_tpu_env(monkeypatch)
+    looked_up = []
+
+    def no_dns(host, *args, **kwargs):  # as on a machine without Cloud DNS, and no packet leaves
+        looked_up.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(ValueError) as error:
+        distribute.get_strategy(C.RuntimeConfig(strategy="tpu", tpu="my-tpu"))
+    assert looked_up == ["metadata.google.internal"]
+    assert str(error.value) == (
+        "strategy 'tpu' found no TPU (--tpu='my-tpu': the GCE metadata server that TPU names are looked up "
+        "with is unreachable ([Errno -2] Name or service not known); TPU names work only on Google Cloud); "
+        "pass --tpu=<TPU name>, --tpu=grpc://<host>:8470, or --tpu=local on a TPU VM"
+    )
+
+
+def test_tpu_name_lookup_that_never_answers_is_bounded(monkeypatch, silent_port):
+    no_cloud_tpu_env(monkeypatch)
+    monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{silent_port}")
+    monkeypatch.setattr(distribute, "TPU_TIMEOUT_S", 1.0)
+    start = time.monotonic()
+    with pytest.raises(ValueError) as error:
+        distribute.get_strategy(C.RuntimeConfig(strategy="tpu", tpu="my-tpu"))
+    assert time.monotonic() - start < 10
+    assert str(error.value).startswith(
+        "strategy 'tpu' found no TPU (--tpu='my-tpu': looking the TPU up got no answer within 1 s); pass --tpu="
+    )
+
+
+def test_tpu_lookup_errors_of_any_kind_are_one_line(monkeypatch):
+    class DefaultCredentialsError(Exception):  # what google.auth raises without credentials
+        pass
+
+    def fail(tpu=None):
+        raise DefaultCredentialsError("Could not automatically determine credentials.\nSee https://...")
+
+    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", fail)
+    with pytest.raises(ValueError) as error:
+        distribute.get_strategy(C.RuntimeConfig(strategy="tpu", tpu="my-tpu"))
+    assert str(error.value).startswith(
+        "strategy 'tpu' found no TPU (--tpu='my-tpu': Could not automatically determine credentials.); pass"
+    )
+
+
+def run_tpu_strategy(address: str, timeout_s: float = 30.0) -> subprocess.CompletedProcess:
+    """get_strategy(tpu=address) in a fresh process: a connection changes TF's global context for good."""
+    script = (
+        "import sys, tf_lottery; from tf_lottery import config, distribute; "
+        f"distribute.TPU_TIMEOUT_S = {timeout_s}\n"
+        "try:\n"
+        f"    distribute.get_strategy(config.RuntimeConfig(strategy='tpu', tpu={address!r}))\n"
+        "except ValueError as e:\n"
+        "    sys.exit(f'error: {e}')\n"
+    )
+    return subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, timeout=150)
+
+
+def test_tpu_address_with_nothing_listening_fails_at_once():
+    port = closed_port()
+    start = time.monotonic()
+    result = run_tpu_strategy(f"grpc://127.0.0.1:{port}")
+    assert time.monotonic() - start < 60
+    assert result.stderr.splitlines()[-1] == (
+        f"error: no TPU reachable for --tpu='grpc://127.0.0.1:{port}' (cannot connect to 127.0.0.1:{port}: "
+        "[Errno 111] Connection refused); pass --tpu=<TPU name>, --tpu=grpc://<host>:8470, or --tpu=local on a TPU VM"
+    )
+
+
+def test_tpu_address_that_speaks_no_grpc_is_bounded(silent_port):
+    result = run_tpu_strategy(f"grpc://127.0.0.1:{silent_port}", timeout_s=2)
+    assert result.stderr.splitlines()[-1] == (
+        f"error: no TPU reachable for --tpu='grpc://127.0.0.1:{silent_port}' (127.0.0.1:{silent_port} accepts "
+        "connections but no gRPC server answered within 2 s); pass --tpu=<TPU name>, --tpu=grpc://<host>:8470, "
+        "or --tpu=local on a TPU VM"
+    )
+
+
+def test_tpu_address_of_a_tensorflow_server_without_tpus(tmp_path):
+    """A real TF gRPC server on 127.0.0.1 passes the probe; initialize_tpu_system then finds no TPU."""
+    port = closed_port()
+    server = subprocess.Popen(
+        [PYTHON, "-c", "import sys, tensorflow as tf; tf.distribute.Server(tf.train.ClusterSpec("
+         f"{{'worker': ['127.0.0.1:{port}']}}), job_name='worker', task_index=0).join()"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        result = run_tpu_strategy(f"grpc://127.0.0.1:{port}", timeout_s=60)
+    finally:
+        server.kill()
+        server.wait()
+    assert result.stderr.splitlines()[-1].startswith(
+        f"error: no TPU reachable for --tpu='grpc://127.0.0.1:{port}' (TPUs not found in the cluster."
+    )
+
+
+def test_cli_tpu_name_off_google_cloud_is_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("TPU_NAME", "KUBE_GOOGLE_CLOUD_TPU_ENDPOINTS", "TPU_CONFIG")}
+    env["GCE_METADATA_HOST"] = f"127.0.0.1:{closed_port()}"  # the metadata lookup stays on this machine
+    result = subprocess.run(
+        [PYTHON, "-m", "tf_lottery.cli.find", "--strategy=tpu", "--tpu=my-tpu", f"--output_dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("lottery-find:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        "lottery-find: error: strategy 'tpu' found no TPU (--tpu='my-tpu': the GCE metadata server that TPU "
+        "names are looked up with is unreachable ([Errno 111] Connection refused)"
+    )
     assert not (tmp_path / "run").exists()
 
 

@@ -1,10 +1,11 @@
 """Datasets for lottery-ticket experiments: MNIST, Fashion-MNIST and CIFAR-10.
 
 Splits. As in Frankle & Carbin (2019), 5,000 training examples are held out for
-validation (early stopping). They are chosen by a permutation seeded with
-`split_seed`, independent of the run seed, so every run and every pruning round
-sees the same validation set. Both parts keep the source's order; the test set is
-the source's test set, untouched. TFDS stores examples in its own shuffled order,
+validation (early stopping): the first `validation_size` indices of a permutation
+of the training set seeded with `split_seed` (independent of the run seed), so
+every run and every pruning round sees the same validation set. Both parts are
+sorted back into the source's order; the test set is the source's test set,
+untouched. TFDS stores examples in its own shuffled order,
 so a TFDS source and raw files give different (equally valid) validation sets.
 
 Sources, tried in this order by `load(..., source='auto')`:
@@ -22,11 +23,14 @@ mean/std normalization.
 
 import dataclasses
 import gzip
+import hashlib
+import math
 import os
 import socket
 import threading
 import urllib.parse
 import urllib.request
+import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -110,6 +114,31 @@ def describe(splits: Splits) -> str:
         f"images {height}x{width}x{channels} uint8, {splits.num_classes} classes, "
         f"source {splits.source}"
     )
+
+
+_FINGERPRINT_ARRAYS = (
+    "train_images", "train_labels", "validation_images", "validation_labels", "test_images", "test_labels"
+)
+
+
+def fingerprint_arrays(arrays) -> str:
+    """16 hex digits of a sha256 over named arrays: names, dtypes, shapes and bytes, in the given order."""
+    digest = hashlib.sha256()
+    for name, array in arrays.items():
+        array = np.asarray(array)
+        array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+        digest.update(f"{name} {array.dtype.str} {array.shape};".encode())
+        digest.update(array.reshape(-1).view(np.uint8))
+    return digest.hexdigest()[:16]
+
+
+def fingerprint(splits: Splits) -> str:
+    """The fingerprint of the six arrays as loaded, independent of where they came from.
+
+    Two copies of the same files agree; any changed label, pixel or split gives another value.
+    Fashion-MNIST (55 MB): 0.04 s.
+    """
+    return fingerprint_arrays({name: getattr(splits, name) for name in _FINGERPRINT_ARRAYS})
 
 
 def load(
@@ -214,7 +243,7 @@ def read_idx(path: str) -> np.ndarray:
             data = f.read()
         if data[:2] == b"\x1f\x8b":
             data = gzip.decompress(data)
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise ValueError(f"cannot read IDX file {path}: {_first_line(error)}") from None
     if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] not in _IDX_DTYPES or data[3] == 0:
         raise ValueError(f"{path} is not an IDX file: bad magic number {data[:4].hex() or '(empty)'}")
@@ -224,7 +253,8 @@ def read_idx(path: str) -> np.ndarray:
     if len(data) < header_size:
         raise ValueError(f"IDX file {path} is truncated: {len(data)} bytes, header alone needs {header_size}")
     shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
-    expected = header_size + int(np.prod(shape)) * dtype.itemsize
+    # Python ints: numpy's int64 product wraps (2**16 four times is 0).
+    expected = header_size + math.prod(shape) * dtype.itemsize
     if len(data) != expected:
         raise ValueError(
             f"IDX file {path} is truncated or corrupted: {len(data)} bytes, shape {shape} needs {expected}"
@@ -346,9 +376,11 @@ def _load_local(name, data_dir):
         if name == "cifar10":
             paths = [os.path.join(directory, f) for f in _CIFAR_TRAIN_FILES + (_CIFAR_TEST_FILE,)]
             if all(os.path.isfile(p) for p in paths):
-                train = [read_cifar10_bin(p) for p in paths[:-1]]
-                train = np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train])
-                return train, read_cifar10_bin(paths[-1]), f"cifar-bin:{directory}"
+                batches = [read_cifar10_bin(p) for p in paths]
+                for (_, labels), path in zip(batches, paths):
+                    _check_labels(labels, path)
+                train = np.concatenate([b[0] for b in batches[:-1]]), np.concatenate([b[1] for b in batches[:-1]])
+                return train, batches[-1], f"cifar-bin:{directory}"
         else:
             paths = [_find_idx(directory, base) for base in _IDX_FILES]
             if all(paths):
@@ -374,7 +406,15 @@ def _idx_pair(images, labels, images_path, labels_path):
         raise ValueError(
             f"IDX file {labels_path} holds shape {labels.shape}; expected ({len(images)},) to match {images_path}"
         )
+    _check_labels(labels, labels_path)
     return images[..., np.newaxis], labels.astype(np.int64)
+
+
+def _check_labels(labels: np.ndarray, path: str) -> None:
+    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+        raise ValueError(
+            f"labels in {path} span {labels.min()}..{labels.max()}; allowed: 0..{NUM_CLASSES - 1}"
+        )
 
 
 def _unreachable(host, port) -> str | None:

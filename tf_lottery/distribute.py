@@ -6,6 +6,10 @@ size is global (split across replicas). Multi-worker runs add three things here:
 writes the run directory (other workers write a private temporary copy, as TF's multi-worker
 guide does), every wait on another worker is bounded by `RuntimeConfig.worker_timeout`, and a
 lost worker surfaces as one `WorkerLostError` line instead of a hang or a traceback.
+
+A TPU is found and reached within `TPU_TIMEOUT_S` seconds per step (looking a TPU name up on
+Google Cloud, then a TCP connect and a gRPC handshake with its address), so a mistyped name or
+address fails in one line instead of a traceback or a hang of minutes inside TensorFlow.
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ import contextlib
 import os
 import re
 import shutil
+import socket
 import tempfile
+import threading
+import urllib.error
 from typing import Iterator, Optional
 
 import numpy as np
@@ -30,6 +37,12 @@ PEER_ERRORS = (
     tf.errors.CancelledError,
     tf.errors.AbortedError,
 )
+
+
+# Seconds for each step of finding a TPU: the Cloud lookup of a name, the TCP connect, the gRPC
+# handshake. A healthy TPU answers each in about a second; TF itself would wait for minutes.
+TPU_TIMEOUT_S = 30.0
+_TPU_HINT = "pass --tpu=<TPU name>, --tpu=grpc://<host>:8470, or --tpu=local on a TPU VM"
 
 
 class WorkerLostError(RuntimeError):
@@ -112,19 +125,91 @@ def _bound_startup(cluster: dict, timeout: float) -> None:
 
 
 def _tpu(runtime: RuntimeConfig, resolver) -> tf.distribute.Strategy:
-    hint = "pass --tpu=<TPU name>, --tpu=grpc://<host>:8470, or --tpu=local on a TPU VM"
-    if resolver is None:
-        try:
-            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=runtime.tpu)
-        except (ValueError, RuntimeError, tf.errors.OpError) as e:
-            given = f"--tpu={runtime.tpu!r}" if runtime.tpu else "no --tpu given and no TPU_NAME set"
-            raise ValueError(f"strategy 'tpu' found no TPU ({given}: {_first_line(e)}); {hint}") from e
+    given = f"--tpu={runtime.tpu!r}" if runtime.tpu else "no --tpu given and no TPU_NAME set"
+    try:
+        resolver, master = _within(TPU_TIMEOUT_S, _tpu_master, runtime.tpu, resolver)
+    except Exception as e:  # the Cloud TPU client raises URLError, HttpError, credential errors, ...
+        raise ValueError(f"strategy 'tpu' found no TPU ({given}: {_lookup_failure(e)}); {_TPU_HINT}") from e
+    if master.startswith("grpc://"):
+        address = master[len("grpc://"):]
+        try:  # the thread bounds the DNS lookup of a host name too
+            unreachable = _within(2 * TPU_TIMEOUT_S + 1, _unreachable_grpc, address, TPU_TIMEOUT_S)
+        except TimeoutError:
+            unreachable = f"no answer from {address} within {2 * TPU_TIMEOUT_S + 1:g} s"
+        if unreachable:
+            raise ValueError(f"no TPU reachable for --tpu={runtime.tpu!r} ({unreachable}); {_TPU_HINT}")
     try:
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
-    except (ValueError, RuntimeError, tf.errors.OpError) as e:
-        raise ValueError(f"no TPU reachable for --tpu={runtime.tpu!r} ({_first_line(e)}); {hint}") from e
+    except (ValueError, RuntimeError, OSError, tf.errors.OpError) as e:
+        raise ValueError(f"no TPU reachable for --tpu={runtime.tpu!r} ({_first_line(e)}); {_TPU_HINT}") from e
     return tf.distribute.TPUStrategy(resolver)
+
+
+def _tpu_master(tpu: Optional[str], resolver) -> tuple:
+    """(resolver, its master address): for a TPU name both ask Google Cloud (metadata server, TPU API)."""
+    resolver = resolver or tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    return resolver, resolver.master()
+
+
+def _lookup_failure(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return f"looking the TPU up got no answer within {TPU_TIMEOUT_S:g} s"
+    if isinstance(error, urllib.error.URLError) and not isinstance(error, urllib.error.HTTPError):
+        return (
+            f"the GCE metadata server that TPU names are looked up with is unreachable "
+            f"({error.reason}); "
+            f"TPU names work only on Google Cloud"
+        )
+    return _first_line(error)
+
+
+def _unreachable_grpc(address: str, timeout: float) -> Optional[str]:
+    """Why no gRPC server answers at host:port within `timeout` seconds, or None.
+
+    TF would retry for minutes; a TCP connect says at once that nothing listens, and a gRPC
+    handshake that something listening is a gRPC server (not, say, an HTTP server).
+    """
+    import grpc  # a dependency of tensorflow
+
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except ValueError:
+        return f"{address} is not host:port"
+    except OSError as e:
+        return f"cannot connect to {address}: {_first_line(e)}"
+    channel = grpc.insecure_channel(address, options=[("grpc.enable_http_proxy", 0)])
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError:
+        return f"{address} accepts connections but no gRPC server answered within {timeout:g} s"
+    finally:
+        channel.close()
+    return None
+
+
+def _within(timeout: float, function, *args):
+    """function(*args), or TimeoutError after `timeout` seconds (the call goes on in a daemon thread).
+
+    For calls with no deadline of their own: urllib's metadata lookups and DNS wait indefinitely.
+    """
+    outcome = {}
+
+    def call():
+        try:
+            outcome["value"] = function(*args)
+        except BaseException as e:  # handed to the caller's thread below
+            outcome["error"] = e
+
+    thread = threading.Thread(target=call, name=f"tf_lottery {function.__name__}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"{function.__name__} did not return within {timeout:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _first_line(error: BaseException, limit: int = 160) -> str:

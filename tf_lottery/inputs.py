@@ -10,7 +10,6 @@ order (a resumed network replays it from its start).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from typing import Any, Callable, Optional
 
@@ -48,14 +47,17 @@ def _one_hot(labels: np.ndarray) -> bool:
     return labels.ndim == 2 and labels.shape[1] > 1
 
 
-def _fingerprint(*arrays) -> str:
-    digest = hashlib.sha256()
-    for array in arrays:
-        for leaf in tf.nest.flatten(array):
-            leaf = np.ascontiguousarray(leaf)
-            digest.update(f"{leaf.dtype}{leaf.shape}".encode())
-            digest.update(leaf.data)
-    return digest.hexdigest()[:16]
+def _fingerprint(**splits) -> str:
+    """The data fingerprint (`data.fingerprint_arrays`) of the arrays actually trained and evaluated on."""
+    from tf_lottery import data
+
+    named = {}
+    for name, value in splits.items():
+        if isinstance(value, dict):
+            named.update({f"{name}/{key}": value[key] for key in sorted(value)})
+        else:
+            named[name] = value
+    return data.fingerprint_arrays(named)
 
 
 def from_arrays(train, validation, test, batch_size: int, scale: bool, name: str,
@@ -93,7 +95,8 @@ def from_arrays(train, validation, test, batch_size: int, scale: bool, name: str
         steps_per_epoch=math.ceil(len(y) / batch_size),
         one_hot=_one_hot(np.asarray(y)),
         name=name,
-        fingerprint=fingerprint or _fingerprint(x, y, vx, vy, tx, ty),
+        fingerprint=fingerprint or _fingerprint(train_images=x, train_labels=y, validation_images=vx,
+                                                validation_labels=vy, test_images=tx, test_labels=ty),
         input_spec=first,
         num_classes=num_classes,
         sample=sample,
@@ -111,9 +114,6 @@ def from_splits(splits, batch_size: int, train_subset: Optional[int] = None, fin
         raise ValueError("the validation set is empty; allowed: validation_size >= 1 (early stopping needs it)")
     if len(splits.test_labels) == 0:
         raise ValueError("the test set is empty; allowed: at least one example")
-    if fingerprint is None:
-        fingerprint = _fingerprint(train_x, train_y, splits.validation_images, splits.validation_labels,
-                                   splits.test_images, splits.test_labels)
     return from_arrays(
         (train_x, train_y),
         (splits.validation_images, splits.validation_labels),

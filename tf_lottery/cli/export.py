@@ -13,6 +13,7 @@ import sys
 from absl import app, flags, logging
 
 import tf_lottery  # noqa: F401  (quiets TensorFlow's C++ logs before TensorFlow loads)
+from tf_lottery.cli import common
 
 FLAGS = flags.FLAGS
 
@@ -26,11 +27,13 @@ flags.DEFINE_integer("warmup", 0, "Write this many TF Serving warmup requests (a
 flags.DEFINE_bool("tflite", False, "Also write model.tflite with TFLite's sparsity optimization.")
 flags.DEFINE_bool("overwrite", False, "Replace an existing version directory.")
 flags.DEFINE_string("verify", None, "Only verify this export directory: signature, sparsity, size, output agreement.")
+flags.DEFINE_bool("verbose", False, "Also show TensorFlow's start-up log lines on stderr.")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    common.quiet_tensorflow(FLAGS.verbose)
     from tf_lottery import export
 
     logging.set_verbosity(logging.WARNING)

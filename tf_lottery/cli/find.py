@@ -14,6 +14,7 @@ import sys
 
 from absl import app, flags, logging
 
+from tf_lottery.cli import common
 from tf_lottery.cli import flags as config_flags
 
 FLAGS = flags.FLAGS
@@ -23,7 +24,7 @@ flags.DEFINE_string("output_dir", "runs/ticket", "Run directory; rerunning the s
 flags.DEFINE_string("preset", "paper", "Values for unset flags: 'paper' (the paper's) or 'fast' (4 epochs a round).")
 flags.DEFINE_integer("replicates", 1, "Independent searches with seeds seed..seed+N-1, each in output_dir/seed_<s>/ (N > 1).")
 flags.DEFINE_bool("quiet", False, "Print only errors and the final line (no progress bar, no per-round lines).")
-flags.DEFINE_bool("verbose", False, "Also print one line per evaluation, and TensorFlow's own log.")
+flags.DEFINE_bool("verbose", False, "Also print one line per evaluation, TensorFlow's own log and its start-up lines.")
 
 
 def config_from_flags():
@@ -51,6 +52,8 @@ def replicate_runs(config, output_dir: str, replicates: int):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    common.raise_on_sigterm()
+    common.quiet_tensorflow(FLAGS.verbose)  # before anything imports TensorFlow
     if FLAGS.quiet and FLAGS.verbose:
         print("lottery-find: error: --quiet and --verbose exclude each other; give at most one", file=sys.stderr)
         return 1
@@ -74,9 +77,9 @@ def main(argv):
             )
             tickets.append(lottery.find_ticket(config=run_config, output_dir=output_dir, strategy=strategy,
                                                log=say, progress=Progress("quiet" if FLAGS.quiet else "verbose" if FLAGS.verbose else "normal")))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print(f"lottery-find: interrupted; rerun the same command to resume {FLAGS.output_dir}", file=sys.stderr)
-        return 130
+        return common.interrupted_status(e)
     except Exception as e:  # noqa: BLE001  (user errors and environment failures: one line each)
         from tf_lottery.cli import errors
 

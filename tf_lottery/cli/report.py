@@ -37,7 +37,7 @@ def _levels(values) -> list[float]:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from tf_lottery import report
+    from tf_lottery import report  # imports no TensorFlow
 
     try:
         if not FLAGS.run_dir:
