@@ -32,7 +32,8 @@ from tf_lottery import masks as mask_math
 from tf_lottery import pruning
 from tf_lottery.config import ExperimentConfig
 from tf_lottery import checkpoints
-from tf_lottery.run_directory import RunDirectory, atomic_directory, atomic_write_bytes, select_round
+from tf_lottery.files import atomic_directory, atomic_write_bytes
+from tf_lottery.run_directory import RunDirectory, select_round
 
 FORMATS = ("dense", "sparse")
 SIGNATURE = "serving_default"

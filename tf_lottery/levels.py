@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tf_lottery import branches, checkpoints, distribute, pruning, strategies, training
+from tf_lottery import branches, checkpoints, pruning, strategies, training
 from tf_lottery import masks as mask_math
 from tf_lottery import run_directory as rundir
 from tf_lottery.config import ExperimentConfig

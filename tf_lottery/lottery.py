@@ -23,7 +23,7 @@ from tf_lottery import branches, distribute, inputs as inputs_lib, pruning, stra
 from tf_lottery import config as config_lib
 from tf_lottery.config import ExperimentConfig
 from tf_lottery.levels import Search
-from tf_lottery.run_directory import CorruptRunError, RunDirectory
+from tf_lottery.run_directory import RunDirectory
 from tf_lottery.ticket import Ticket
 
 ModelSource = Union[keras.Model, Callable[..., keras.Model], None]

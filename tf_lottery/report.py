@@ -20,7 +20,7 @@ import numpy as np
 
 from tf_lottery import branches
 from tf_lottery import run_directory as rundir
-from tf_lottery.run_directory import atomic_write_bytes, atomic_write_json, load_json
+from tf_lottery.files import atomic_write_bytes, atomic_write_json
 
 STAGES = tuple(branches.names())
 STAGE_LABELS = {name: branches.get(name).label for name in STAGES}

@@ -22,32 +22,31 @@ This module imports no TensorFlow (lottery-report reads runs through it).
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import errno
 import fcntl
 import io
-import json
 import math
 import os
 import re
-import secrets
 import shutil
-import zipfile
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
 from tf_lottery import config as config_lib
 from tf_lottery.config import ExperimentConfig
+from tf_lottery.files import (  # noqa: F401  (re-exported: the run's own file helpers)
+    CorruptRunError, atomic_directory, atomic_write_bytes, atomic_write_json, corrupt, is_temporary, load_arrays,
+    load_json, refuse_link, save_arrays,
+)
+from tf_lottery.run_checks import (  # noqa: F401
+    _check_value, check_history, check_masks, check_row, check_stage, check_weights, select_round, stage_row,
+)
 
 MAIN = "main"
 STAGE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _ROUND_DIR = re.compile(r"^round_(\d{2,})$")
-# Temporary names this tool creates: ".<name>.tflottery-<pid>-<token>.tmp" (or ".old").
-_MARKER = "tflottery"
-_TEMPORARY = re.compile(r"^\..+\." + _MARKER + r"-\d+-[0-9a-f]{8}\.(tmp|old)$")
-
 CSV_COLUMNS = (
     "round",
     "weights_remaining",
@@ -57,233 +56,10 @@ CSV_COLUMNS = (
     "seconds",
 )
 CONTROL_CSV_METRICS = ("test_accuracy", "early_stop_iteration", "early_stop_test_accuracy")
-EVALUATION_KEYS = ("iteration", "train_loss", "validation_loss", "validation_accuracy", "test_loss", "test_accuracy")
-STAGE_KEYS = {
-    "test_accuracy": float,
-    "validation_loss": float,
-    "early_stop_iteration": int,
-    "early_stop_test_accuracy": float,
-    "early_stop_validation_loss": float,
-    "iterations": int,
-    "seconds": float,
-    "history": list,
-    "weights_remaining": float,
-    "layers": dict,
-}
-# Keys a stage file may lack: those added after version 1 of the layout.
-OPTIONAL_STAGE_KEYS = {"all_weights_remaining": float}
-
-
-class CorruptRunError(ValueError):
-    """A file of the run directory is truncated, corrupted, tampered with or from another run."""
 
 
 class RunLockedError(ValueError):
     """Another process is writing the run directory."""
-
-
-# -- writing -------------------------------------------------------------------------------------
-def _temporary_name(path: str, kind: str = "tmp") -> str:
-    directory, base = os.path.split(os.path.abspath(path))
-    return os.path.join(directory, f".{base}.{_MARKER}-{os.getpid()}-{secrets.token_hex(4)}.{kind}")
-
-
-def is_temporary(name: str) -> bool:
-    """True for the names this tool gives its temporary files and directories (and only those)."""
-    return bool(_TEMPORARY.match(name))
-
-
-def _fsync_dir(path: str) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _refuse_link(path: str) -> None:
-    if os.path.islink(path):
-        raise CorruptRunError(
-            f"{path} is a symbolic link; tf_lottery refuses links inside a run directory (it would write "
-            "outside the run): replace it with a real file or directory"
-        )
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a mix."""
-    _refuse_link(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = _temporary_name(path)
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(directory)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: str, value: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(value, indent=1) + "\n").encode())
-
-
-def save_arrays(path: str, arrays: Mapping[str, np.ndarray]) -> None:
-    """An .npz of named arrays, written atomically."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-@contextlib.contextmanager
-def atomic_directory(path: str) -> Iterator[str]:
-    """Fill a temporary directory and rename it to `path` only if the block succeeds."""
-    _refuse_link(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = _temporary_name(path)
-    os.mkdir(tmp)
-    try:
-        yield tmp
-        for root, _, files in os.walk(tmp):
-            for name in files:
-                with open(os.path.join(root, name), "rb") as f:
-                    os.fsync(f.fileno())
-        if os.path.lexists(path):
-            _refuse_link(path)
-            old = _temporary_name(path, "old")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-        _fsync_dir(parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-# -- reading -------------------------------------------------------------------------------------
-def _corrupt(path: str, why: str, fix: str = "delete it to recompute") -> CorruptRunError:
-    return CorruptRunError(f"{path} {why}; {fix}")
-
-
-def load_json(path: str) -> Any:
-    _refuse_link(path)
-    try:
-        with open(path, "rb") as f:
-            return json.loads(f.read().decode("utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise _corrupt(path, f"is truncated or corrupted ({type(e).__name__})") from e
-
-
-def load_arrays(path: str) -> dict[str, np.ndarray]:
-    """Read an .npz written by `save_arrays`; refuse pickles and report corruption in one line."""
-    _refuse_link(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
-        raise _corrupt(path, f"is truncated or corrupted ({type(e).__name__})") from e
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_value(path: str, key: str, value: Any, kind: type) -> None:
-    if kind is float:
-        ok = _is_number(value)
-    elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, kind)
-    if not ok:
-        raise _corrupt(path, f"has {key}={value!r}, expected a {kind.__name__}")
-
-
-def check_history(path: str, history: Any, total_iterations: Optional[int] = None) -> list[dict]:
-    """A list of evaluations with exactly the evaluation keys, at increasing iterations."""
-    if not isinstance(history, list):
-        raise _corrupt(path, "has a history that is not a list")
-    previous = 0
-    for entry in history:
-        if not isinstance(entry, dict) or set(entry) != set(EVALUATION_KEYS):
-            keys = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
-            raise _corrupt(path, f"has a history entry with keys {keys}, expected {list(EVALUATION_KEYS)}")
-        for key in EVALUATION_KEYS:
-            _check_value(path, f"history.{key}", entry[key], int if key == "iteration" else float)
-        iteration = entry["iteration"]
-        if iteration <= previous or (total_iterations is not None and iteration > total_iterations):
-            raise _corrupt(path, f"has a history entry at iteration {iteration} out of order or past the end")
-        previous = iteration
-    return history
-
-
-def check_stage(path: str, result: Any, total_iterations: Optional[int] = None) -> dict:
-    """A stage result with every metric key of the right type (and nothing unknown)."""
-    if not isinstance(result, dict):
-        raise _corrupt(path, "is not a stage result (not a JSON object)")
-    missing = [k for k in STAGE_KEYS if k not in result]
-    unknown = [k for k in result if k not in STAGE_KEYS and k not in OPTIONAL_STAGE_KEYS]
-    if missing or unknown:
-        what = f"lacks {missing}" if missing else f"has unknown keys {unknown}"
-        raise _corrupt(path, f"is not a stage result ({what})")
-    for key, kind in {**STAGE_KEYS, **OPTIONAL_STAGE_KEYS}.items():
-        if key in result:
-            _check_value(path, key, result[key], kind)
-    check_history(path, result["history"], total_iterations)
-    if not result["history"]:
-        raise _corrupt(path, "has an empty history")
-    if total_iterations is not None and result["iterations"] != total_iterations:
-        raise _corrupt(path, f"was trained for {result['iterations']} iterations, the config says {total_iterations}")
-    if not 0 < result["weights_remaining"] <= 1:
-        raise _corrupt(path, f"has weights_remaining={result['weights_remaining']!r} outside (0, 1]")
-    return result
-
-
-def check_masks(
-    path: str,
-    masks: Mapping[str, np.ndarray],
-    shapes: Mapping[str, tuple],
-    counts: Optional[Mapping[str, int]] = None,
-    total: Optional[int] = None,
-) -> dict[str, np.ndarray]:
-    """Masks of exactly the given layers and shapes, all values 0 or 1, with the expected survivors.
-
-    `counts` checks each layer's survivors; `total` the survivors of all layers together
-    (global pruning fixes only the pool's count).
-    """
-    if set(masks) != set(shapes):
-        raise _corrupt(path, f"does not fit this model: it holds masks for layers {sorted(masks)} but the model's prunable layers are {sorted(shapes)}")
-    out = {}
-    for name, shape in shapes.items():
-        mask = masks[name]
-        if tuple(mask.shape) != tuple(shape):
-            raise _corrupt(path, f"does not fit this model: layer {name!r} has kernel shape {tuple(shape)}, file has {tuple(mask.shape)}")
-        if not np.issubdtype(mask.dtype, np.number) or not np.all((mask == 0) | (mask == 1)):
-            raise _corrupt(path, f"holds a mask for layer {name!r} with values other than 0 and 1")
-        if counts is not None and int(np.count_nonzero(mask)) != counts[name]:
-            raise _corrupt(path, f"keeps {int(np.count_nonzero(mask))} weights of layer {name!r}, the config gives {counts[name]}")
-        out[name] = mask.astype(np.float32)
-    if total is not None and sum(int(np.count_nonzero(m)) for m in out.values()) != total:
-        raise _corrupt(path, f"keeps {sum(int(np.count_nonzero(m)) for m in out.values())} weights, the config gives {total}")
-    return out
-
-
-def check_weights(path: str, values: list[np.ndarray], shapes: Sequence[tuple]) -> list[np.ndarray]:
-    """A weight list of the model's tensor shapes, all finite."""
-    if [tuple(v.shape) for v in values] != [tuple(s) for s in shapes]:
-        raise _corrupt(path, "holds weights of another model (tensor shapes differ)")
-    for v in values:
-        if not np.issubdtype(v.dtype, np.number) or not np.all(np.isfinite(v)):
-            raise _corrupt(path, "holds non-numeric or non-finite weights")
-    return values
 
 
 # -- the run directory ---------------------------------------------------------------------------
@@ -367,7 +143,7 @@ class RunDirectory:
         if self._lock_fd is not None:
             return
         path = self.file(".lock")
-        _refuse_link(path)
+        refuse_link(path)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
@@ -424,18 +200,18 @@ class RunDirectory:
         path = self.config_file
         record = load_json(path)
         if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
-            raise _corrupt(path, "is not a tf_lottery run record (no 'config' object)", "use another output_dir")
+            raise corrupt(path, "is not a tf_lottery run record (no 'config' object)", "use another output_dir")
         if not isinstance(record.get("fingerprint"), str):
-            raise _corrupt(path, "is not a tf_lottery run record (no fingerprint)", "use another output_dir")
+            raise corrupt(path, "is not a tf_lottery run record (no fingerprint)", "use another output_dir")
         version = record.get("version", 1)
         if not isinstance(version, int) or version > config_lib.CONFIG_VERSION:
-            raise _corrupt(path, f"has layout version {version!r}, this tf_lottery reads up to {config_lib.CONFIG_VERSION}",
+            raise corrupt(path, f"has layout version {version!r}, this tf_lottery reads up to {config_lib.CONFIG_VERSION}",
                            "use a newer tf_lottery")
         try:
             record = dict(record, config=config_lib.upgrade(record["config"], version), version=version)
             record["experiment"] = ExperimentConfig.from_dict(record["config"])
         except (TypeError, ValueError) as e:
-            raise _corrupt(path, f"is not a valid tf_lottery config ({e})", "use another output_dir") from e
+            raise corrupt(path, f"is not a valid tf_lottery config ({e})", "use another output_dir") from e
         return record
 
     # -- arrays -------------------------------------------------------------------------------
@@ -448,7 +224,7 @@ class RunDirectory:
             return None
         arrays = load_arrays(path)
         if sorted(arrays) != [f"w{i:04d}" for i in range(len(arrays))]:
-            raise _corrupt(path, "is not a weight list written by tf_lottery")
+            raise corrupt(path, "is not a weight list written by tf_lottery")
         return check_weights(path, [arrays[k] for k in sorted(arrays)], shapes)
 
     def save_masks(self, round_index: int, masks: Mapping[str, np.ndarray]) -> None:
@@ -469,7 +245,7 @@ class RunDirectory:
             return None
         kernels = load_arrays(path)
         if set(kernels) != set(shapes) or any(tuple(kernels[n].shape) != tuple(s) for n, s in shapes.items()):
-            raise _corrupt(path, "holds kernels of another model")
+            raise corrupt(path, "holds kernels of another model")
         return kernels
 
     # -- stage results ----------------------------------------------------------------------
@@ -492,20 +268,20 @@ class RunDirectory:
         fix = f"delete {self.progress_dir} to restart that network from its beginning"
         keys = {"round": int, "stage": str, "iteration": int, "history": list, "seconds": float}
         if not isinstance(state, dict) or set(state) != set(keys):
-            raise _corrupt(path, f"is not a progress record (keys {sorted(state) if isinstance(state, dict) else '?'})", fix)
+            raise corrupt(path, f"is not a progress record (keys {sorted(state) if isinstance(state, dict) else '?'})", fix)
         for key, kind in keys.items():
             _check_value(path, key, state[key], kind)
         if not 0 < state["iteration"] < total_iterations:
-            raise _corrupt(path, f"says iteration {state['iteration']}, outside 1..{total_iterations - 1}", fix)
+            raise corrupt(path, f"says iteration {state['iteration']}, outside 1..{total_iterations - 1}", fix)
         if state["round"] < 0 or not STAGE_NAME.match(state["stage"]) or not math.isfinite(state["seconds"]):
-            raise _corrupt(path, "names no valid round and stage", fix)
+            raise corrupt(path, "names no valid round and stage", fix)
         history = check_history(path, state["history"], state["iteration"])
         if history and history[-1]["iteration"] != state["iteration"]:
-            raise _corrupt(path, "has a history that does not end at its iteration", fix)
+            raise corrupt(path, "has a history that does not end at its iteration", fix)
         return state
 
     def clear_progress(self) -> None:
-        _refuse_link(self.progress_dir)
+        refuse_link(self.progress_dir)
         shutil.rmtree(self.progress_dir, ignore_errors=True)
 
     # -- summaries --------------------------------------------------------------------------
@@ -537,50 +313,7 @@ class RunDirectory:
         summary = load_json(path)
         fix = "rerun lottery-find with the same flags to rebuild it"
         if not isinstance(summary, dict) or not isinstance(summary.get("config"), dict) or not isinstance(summary.get("rounds"), list):
-            raise _corrupt(path, "is not a tf_lottery summary (needs 'config' and 'rounds')", fix)
+            raise corrupt(path, "is not a tf_lottery summary (needs 'config' and 'rounds')", fix)
         for row in summary["rounds"]:
             check_row(path, row, fix)
         return summary
-
-
-def stage_row(round_index: int, main: dict, controls: Mapping[str, dict]) -> dict:
-    """One summary row: the ticket's metrics (no history) and each control's."""
-    row = {"round": round_index, **{k: v for k, v in main.items() if k != "history"}}
-    row["controls"] = {name: {k: v for k, v in r.items() if k not in ("history", "layers")} for name, r in controls.items()}
-    return row
-
-
-def check_row(path: str, row: Any, fix: str) -> dict:
-    if not isinstance(row, dict) or not isinstance(row.get("round"), int) or not isinstance(row.get("controls"), dict):
-        raise _corrupt(path, f"has a round entry that is not a tf_lottery round ({str(row)[:60]})", fix)
-    for key in ("weights_remaining", "test_accuracy", "early_stop_test_accuracy"):
-        _check_value(path, key, row.get(key), float)
-    _check_value(path, "early_stop_iteration", row.get("early_stop_iteration"), int)
-    for name, metrics in row["controls"].items():
-        if not isinstance(metrics, dict):
-            raise _corrupt(path, f"has control {name!r} that is not an object", fix)
-        for key in ("test_accuracy", "early_stop_test_accuracy"):
-            _check_value(path, f"{name}.{key}", metrics.get(key), float)
-    return row
-
-
-def select_round(rows: Sequence[dict], which) -> int:
-    """The round number for 'best', 'last' or a number among finished `rows`.
-
-    'best' is the highest early-stop test accuracy; ties go to the sparser (later) round.
-    """
-    if not rows:
-        raise ValueError("the run has no finished round yet; allowed: a run with at least one finished round")
-    numbers = [int(r["round"]) for r in rows]
-    text = str(which).strip().lower()
-    if text == "best":
-        return int(max(rows, key=lambda r: (r["early_stop_test_accuracy"], r["round"]))["round"])
-    if text == "last":
-        return max(numbers)
-    try:
-        index = int(text)
-    except ValueError:
-        raise ValueError(f"round {which!r} is not a round; allowed: best, last or 0..{max(numbers)}") from None
-    if index not in numbers:
-        raise ValueError(f"round {index} is out of range; allowed: best, last or 0..{max(numbers)} (the finished rounds)")
-    return index

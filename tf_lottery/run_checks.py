@@ -1,0 +1,163 @@
+"""What a run's files must hold: the checks applied to every stage result, mask, weight list and
+summary row read back, and the rules that pick a round. Pure Python and NumPy, no TensorFlow."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from tf_lottery.files import corrupt
+
+EVALUATION_KEYS = ("iteration", "train_loss", "validation_loss", "validation_accuracy", "test_loss", "test_accuracy")
+STAGE_KEYS = {
+    "test_accuracy": float,
+    "validation_loss": float,
+    "early_stop_iteration": int,
+    "early_stop_test_accuracy": float,
+    "early_stop_validation_loss": float,
+    "iterations": int,
+    "seconds": float,
+    "history": list,
+    "weights_remaining": float,
+    "layers": dict,
+}
+# Keys a stage file may lack: those added after version 1 of the layout.
+OPTIONAL_STAGE_KEYS = {"all_weights_remaining": float}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_value(path: str, key: str, value: Any, kind: type) -> None:
+    if kind is float:
+        ok = _is_number(value)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise corrupt(path, f"has {key}={value!r}, expected a {kind.__name__}")
+
+
+def check_history(path: str, history: Any, total_iterations: Optional[int] = None) -> list[dict]:
+    """A list of evaluations with exactly the evaluation keys, at increasing iterations."""
+    if not isinstance(history, list):
+        raise corrupt(path, "has a history that is not a list")
+    previous = 0
+    for entry in history:
+        if not isinstance(entry, dict) or set(entry) != set(EVALUATION_KEYS):
+            keys = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+            raise corrupt(path, f"has a history entry with keys {keys}, expected {list(EVALUATION_KEYS)}")
+        for key in EVALUATION_KEYS:
+            _check_value(path, f"history.{key}", entry[key], int if key == "iteration" else float)
+        iteration = entry["iteration"]
+        if iteration <= previous or (total_iterations is not None and iteration > total_iterations):
+            raise corrupt(path, f"has a history entry at iteration {iteration} out of order or past the end")
+        previous = iteration
+    return history
+
+
+def check_stage(path: str, result: Any, total_iterations: Optional[int] = None) -> dict:
+    """A stage result with every metric key of the right type (and nothing unknown)."""
+    if not isinstance(result, dict):
+        raise corrupt(path, "is not a stage result (not a JSON object)")
+    missing = [k for k in STAGE_KEYS if k not in result]
+    unknown = [k for k in result if k not in STAGE_KEYS and k not in OPTIONAL_STAGE_KEYS]
+    if missing or unknown:
+        what = f"lacks {missing}" if missing else f"has unknown keys {unknown}"
+        raise corrupt(path, f"is not a stage result ({what})")
+    for key, kind in {**STAGE_KEYS, **OPTIONAL_STAGE_KEYS}.items():
+        if key in result:
+            _check_value(path, key, result[key], kind)
+    check_history(path, result["history"], total_iterations)
+    if not result["history"]:
+        raise corrupt(path, "has an empty history")
+    if total_iterations is not None and result["iterations"] != total_iterations:
+        raise corrupt(path, f"was trained for {result['iterations']} iterations, the config says {total_iterations}")
+    if not 0 < result["weights_remaining"] <= 1:
+        raise corrupt(path, f"has weights_remaining={result['weights_remaining']!r} outside (0, 1]")
+    return result
+
+
+def check_masks(
+    path: str,
+    masks: Mapping[str, np.ndarray],
+    shapes: Mapping[str, tuple],
+    counts: Optional[Mapping[str, int]] = None,
+    total: Optional[int] = None,
+) -> dict[str, np.ndarray]:
+    """Masks of exactly the given layers and shapes, all values 0 or 1, with the expected survivors.
+
+    `counts` checks each layer's survivors; `total` the survivors of all layers together
+    (global pruning fixes only the pool's count).
+    """
+    if set(masks) != set(shapes):
+        raise corrupt(path, f"does not fit this model: it holds masks for layers {sorted(masks)} but the model's prunable layers are {sorted(shapes)}")
+    out = {}
+    for name, shape in shapes.items():
+        mask = masks[name]
+        if tuple(mask.shape) != tuple(shape):
+            raise corrupt(path, f"does not fit this model: layer {name!r} has kernel shape {tuple(shape)}, file has {tuple(mask.shape)}")
+        if not np.issubdtype(mask.dtype, np.number) or not np.all((mask == 0) | (mask == 1)):
+            raise corrupt(path, f"holds a mask for layer {name!r} with values other than 0 and 1")
+        if counts is not None and int(np.count_nonzero(mask)) != counts[name]:
+            raise corrupt(path, f"keeps {int(np.count_nonzero(mask))} weights of layer {name!r}, the config gives {counts[name]}")
+        out[name] = mask.astype(np.float32)
+    if total is not None and sum(int(np.count_nonzero(m)) for m in out.values()) != total:
+        raise corrupt(path, f"keeps {sum(int(np.count_nonzero(m)) for m in out.values())} weights, the config gives {total}")
+    return out
+
+
+def check_weights(path: str, values: list[np.ndarray], shapes: Sequence[tuple]) -> list[np.ndarray]:
+    """A weight list of the model's tensor shapes, all finite."""
+    if [tuple(v.shape) for v in values] != [tuple(s) for s in shapes]:
+        raise corrupt(path, "holds weights of another model (tensor shapes differ)")
+    for v in values:
+        if not np.issubdtype(v.dtype, np.number) or not np.all(np.isfinite(v)):
+            raise corrupt(path, "holds non-numeric or non-finite weights")
+    return values
+
+
+def stage_row(round_index: int, main: dict, controls: Mapping[str, dict]) -> dict:
+    """One summary row: the ticket's metrics (no history) and each control's."""
+    row = {"round": round_index, **{k: v for k, v in main.items() if k != "history"}}
+    row["controls"] = {name: {k: v for k, v in r.items() if k not in ("history", "layers")} for name, r in controls.items()}
+    return row
+
+
+def check_row(path: str, row: Any, fix: str) -> dict:
+    if not isinstance(row, dict) or not isinstance(row.get("round"), int) or not isinstance(row.get("controls"), dict):
+        raise corrupt(path, f"has a round entry that is not a tf_lottery round ({str(row)[:60]})", fix)
+    for key in ("weights_remaining", "test_accuracy", "early_stop_test_accuracy"):
+        _check_value(path, key, row.get(key), float)
+    _check_value(path, "early_stop_iteration", row.get("early_stop_iteration"), int)
+    for name, metrics in row["controls"].items():
+        if not isinstance(metrics, dict):
+            raise corrupt(path, f"has control {name!r} that is not an object", fix)
+        for key in ("test_accuracy", "early_stop_test_accuracy"):
+            _check_value(path, f"{name}.{key}", metrics.get(key), float)
+    return row
+
+
+def select_round(rows: Sequence[dict], which) -> int:
+    """The round number for 'best', 'last' or a number among finished `rows`.
+
+    'best' is the highest early-stop test accuracy; ties go to the sparser (later) round.
+    """
+    if not rows:
+        raise ValueError("the run has no finished round yet; allowed: a run with at least one finished round")
+    numbers = [int(r["round"]) for r in rows]
+    text = str(which).strip().lower()
+    if text == "best":
+        return int(max(rows, key=lambda r: (r["early_stop_test_accuracy"], r["round"]))["round"])
+    if text == "last":
+        return max(numbers)
+    try:
+        index = int(text)
+    except ValueError:
+        raise ValueError(f"round {which!r} is not a round; allowed: best, last or 0..{max(numbers)}") from None
+    if index not in numbers:
+        raise ValueError(f"round {index} is out of range; allowed: best, last or 0..{max(numbers)} (the finished rounds)")
+    return index
