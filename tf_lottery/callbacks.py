@@ -23,6 +23,14 @@ from tf_lottery import masks as mask_math
 from tf_lottery.config import PruningConfig
 
 
+def _build_optimizer(optimizer, variables) -> None:
+    """Create the optimizer's slots now, so that its fresh state can be recorded (and restored each round)."""
+    if hasattr(optimizer, "_create_all_weights"):  # a legacy optimizer
+        optimizer._create_all_weights(variables)  # noqa: SLF001
+    elif not getattr(optimizer, "_built", False):
+        optimizer.build(variables)
+
+
 def _optimizer_variables(optimizer) -> list:
     variables = optimizer.variables
     return list(variables() if callable(variables) else variables)
@@ -151,8 +159,7 @@ class LotteryCallback(keras.callbacks.Callback):
         if optimizer is None:
             return
         if optimizer is not self._optimizer:
-            if hasattr(optimizer, "build") and not getattr(optimizer, "_built", True):
-                optimizer.build(self.model.trainable_variables)
+            _build_optimizer(optimizer, self.model.trainable_variables)
             self._optimizer, self._used_in_round = optimizer, self.level
             self._optimizer_start = [np.array(v.numpy()) for v in _optimizer_variables(optimizer)]
             return

@@ -129,9 +129,9 @@ def from_splits(splits, batch_size: int, train_subset: Optional[int] = None, fin
 def _batched(dataset: tf.data.Dataset, example_rank: Optional[int], batch_size: int, eval_batch: bool) -> tf.data.Dataset:
     """The dataset batched, when its elements are single examples (rank of one example known)."""
     x_spec = tf.nest.flatten(dataset.element_spec[0])[0]
-    if example_rank is not None and x_spec.shape.rank == example_rank:
-        return dataset.batch(1000 if eval_batch else batch_size)
-    return dataset
+    unbatched = x_spec.shape.rank == example_rank if example_rank is not None else (
+        x_spec.shape.rank and x_spec.shape[0] is not None)  # .batch() leaves the batch dimension unknown
+    return dataset.batch(1000 if eval_batch else batch_size) if unbatched else dataset
 
 
 def from_datasets(train, validation, test, batch_size: int, example_rank: Optional[int]) -> Inputs:

@@ -119,7 +119,7 @@ def _check_names(config: ExperimentConfig) -> None:
         branches.get(name)
 
 
-def _record(config: ExperimentConfig, inputs, model: keras.Model, source: str) -> dict:
+def _record(config: ExperimentConfig, inputs, model: keras.Model, wrapped: keras.Model, source: str) -> dict:
     return {
         "version": config_lib.CONFIG_VERSION,
         "config": config.to_dict(),
@@ -129,7 +129,7 @@ def _record(config: ExperimentConfig, inputs, model: keras.Model, source: str) -
             "source": source,
             "name": model.name,
             "input_shape": None if isinstance(model.input_shape, list) else list(model.input_shape[1:]),
-            "kernels": {k: list(v) for k, v in pruning.kernel_shapes(pruning.wrap(model, warn=False)).items()},
+            "kernels": {k: list(v) for k, v in pruning.kernel_shapes(wrapped).items()},
         },
         "architecture": model.to_json(),
     }
@@ -240,7 +240,9 @@ def find_ticket(
     config = _with_users_optimizer(config, optimizer)
     if config.runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
-    example_rank = len(model.input_shape) - 1 if isinstance(model, keras.Model) and not isinstance(model.input_shape, list) else None
+    example_rank = 3 if model is None else None  # zoo models take images (H, W, C)
+    if isinstance(model, keras.Model) and not isinstance(model.input_shape, list):
+        example_rank = len(model.input_shape) - 1
     inputs = _make_inputs(config, splits, train, validation, test, strategy, example_rank)
     total = inputs.total_iterations(config.training)
     if config.pruning.rewind_step >= total and config.pruning.rewind_step > 0:
@@ -260,7 +262,7 @@ def find_ticket(
             _check_input_shape(built, inputs.input_spec, config.data.dataset if train is None else "train")
             wrapped = pruning.wrap(built)
         objective = _objective(wrapped, compiled, loss, metrics, inputs.one_hot)
-        record = _record(config, inputs, built, source)
+        record = _record(config, inputs, built, wrapped, source)
         search = Search(wrapped, config, inputs, run, strategy, objective, tuple(callbacks), log, progress)
         if run.exists():
             run.lock()

@@ -181,11 +181,13 @@ def prepare(wrapped: keras.Model) -> None:
         wrapper.pruning_obj.conditional_mask_update = _no_op
         wrapper.pruning_obj.weight_mask_op = _no_op
         for kernel, mask, _ in wrapper.pruning_vars:
+            kernel = getattr(kernel, "_variable", kernel)  # under mixed precision, an AutoCastVariable's own
             for component in getattr(kernel, "values", (kernel,)):
                 inner = component.constraint
                 if not isinstance(inner, KeepPruned):
                     component._constraint = KeepPruned(mask, inner)  # noqa: SLF001
-        wrapper.pruning_step.assign(0)
+        if int(wrapper.pruning_step.numpy()) < 0:
+            wrapper.pruning_step.assign(0)  # TF-MOT starts it at -1 and asserts it counts from 0
         wrapper._tf_lottery_prepared = True  # noqa: SLF001
 
 

@@ -80,7 +80,7 @@ class Ticket:
         model = self._search.model
         pruning.set_masks(model, self.round_masks[index])
         checkpoints.restore_round(self._search.run, index, model)
-        return pruning.strip(model) if strip else _copy_wrapped(model)
+        return _independent(pruning.strip(model)) if strip else _copy_wrapped(model)
 
     def rewound_model(self, round="last"):
         """The ticket of `round` at its rewind point, in pruning wrappers: what IMP retrains."""
@@ -131,11 +131,20 @@ class Ticket:
         )
 
 
+def _independent(model):
+    """A copy with its own variables: TF-MOT's strip_pruning hands back the wrapped layers themselves."""
+    import tf_keras as keras
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def _copy_wrapped(model):
     """A new wrapped model with `model`'s weights and masks (so later calls do not change it)."""
     from tf_lottery import pruning
 
-    copy = pruning.wrap(pruning.strip(model), warn=False)
+    copy = pruning.wrap(_independent(pruning.strip(model)), warn=False)
     pruning.set_masks(copy, pruning.get_masks(model))
     pruning.restore(copy, pruning.snapshot(model))
     return copy
