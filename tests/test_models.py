@@ -5,12 +5,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-import tf_lottery  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
-import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
 import tf_lottery_models as zoo
-from tf_lottery_models import Preset
+from tf_lottery import config as C
+from tf_lottery._tfmot import tfmot
 
 ALL_MODELS = ["conv2", "conv4", "conv6", "lenet_300_100", "resnet18", "vgg19"]
 # Small enough to be cheap, large enough for Conv-6's three pools.
@@ -151,40 +150,18 @@ def test_deep_models_train_one_step(name):
 
 
 PAPER_PRESETS = {
-    "lenet_300_100": Preset(optimizer="adam", learning_rate=1.2e-3, batch_size=60, iterations=50_000),
-    "conv2": Preset(
-        optimizer="adam", learning_rate=2e-4, batch_size=60, iterations=20_000, conv_pruning_rate=0.1
-    ),
-    "conv4": Preset(
-        optimizer="adam", learning_rate=3e-4, batch_size=60, iterations=25_000, conv_pruning_rate=0.1
-    ),
-    "conv6": Preset(
-        optimizer="adam", learning_rate=3e-4, batch_size=60, iterations=30_000, conv_pruning_rate=0.15
-    ),
-    "resnet18": Preset(
-        optimizer="sgd",
-        learning_rate=0.1,
-        momentum=0.9,
-        batch_size=128,
-        iterations=30_000,
-        lr_boundaries=(20_000, 25_000),
-        warmup_iterations=20_000,
-        conv_pruning_rate=0.2,
-        fc_pruning_rate=0.2,
-        output_pruning_rate=0.0,
+    "lenet_300_100": dict(optimizer="adam", learning_rate=1.2e-3, batch_size=60, iterations=50_000, fc_rate=0.2),
+    "conv2": dict(optimizer="adam", learning_rate=2e-4, batch_size=60, iterations=20_000, conv_rate=0.1, fc_rate=0.2),
+    "conv4": dict(optimizer="adam", learning_rate=3e-4, batch_size=60, iterations=25_000, conv_rate=0.1, fc_rate=0.2),
+    "conv6": dict(optimizer="adam", learning_rate=3e-4, batch_size=60, iterations=30_000, conv_rate=0.15, fc_rate=0.2),
+    "resnet18": dict(
+        optimizer="sgd", learning_rate=0.1, momentum=0.9, batch_size=128, iterations=30_000,
+        lr_boundaries=(20_000, 25_000), warmup_iterations=20_000, conv_rate=0.2, fc_rate=0.2, output_rate=0.0,
         pruning_scope="global",
     ),
-    "vgg19": Preset(
-        optimizer="sgd",
-        learning_rate=0.1,
-        momentum=0.9,
-        batch_size=64,
-        iterations=112_000,
-        lr_boundaries=(56_000, 84_000),
-        warmup_iterations=10_000,
-        conv_pruning_rate=0.2,
-        fc_pruning_rate=0.2,
-        output_pruning_rate=0.0,
+    "vgg19": dict(
+        optimizer="sgd", learning_rate=0.1, momentum=0.9, batch_size=64, iterations=112_000,
+        lr_boundaries=(56_000, 84_000), warmup_iterations=10_000, conv_rate=0.2, fc_rate=0.2, output_rate=0.0,
         pruning_scope="global",
     ),
 }
@@ -192,15 +169,16 @@ PAPER_PRESETS = {
 
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_presets_match_the_paper(name):
-    assert zoo.get_preset(name) == PAPER_PRESETS[name]
+    assert dict(zoo.get_preset(name)) == PAPER_PRESETS[name]
+    config = C.from_preset(name, "paper")
+    for field, value in PAPER_PRESETS[name].items():
+        assert config.flat()[field] == value, field
 
 
 def test_small_nets_prune_fc_at_20_percent_and_output_at_half():
     for name in ["conv2", "conv4", "conv6", "lenet_300_100"]:
-        preset = zoo.get_preset(name)
-        assert preset.fc_pruning_rate == 0.2
-        assert preset.output_pruning_rate is None
-        assert preset.pruning_scope == "layerwise"
+        pruning = C.from_preset(name).pruning
+        assert pruning.fc_rate == 0.2 and pruning.output_rate is None and pruning.pruning_scope == "layerwise"
 
 
 def test_unknown_name_lists_known_names():
@@ -219,13 +197,15 @@ def test_register_refuses_a_taken_name():
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"optimizer": "rmsprop"}, "unknown optimizer 'rmsprop'; known: adam, sgd"),
-        ({"pruning_scope": "local"}, "unknown pruning_scope 'local'; known: layerwise, global"),
-        ({"conv_pruning_rate": 1.0}, "conv_pruning_rate must be in [0, 1), got 1.0"),
-        ({"lr_boundaries": (84_000, 56_000)}, "lr_boundaries must increase strictly"),
+        ({"optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'; allowed: adam"),
+        ({"pruning_scope": "local"}, "unknown pruning_scope 'local'; allowed: layerwise, global"),
+        ({"conv_rate": 1.0}, "conv_rate=1.0 is outside the allowed range (0, 1)"),
+        ({"lr_boundaries": (84_000, 56_000)}, "lr_boundaries=(84000, 56000) must increase strictly"),
+        ({"learning_rat": 0.1}, "unknown config field 'learning_rat'"),
     ],
 )
-def test_preset_validation(change, message):
+def test_a_bad_preset_is_refused_when_registered(change, message):
     with pytest.raises(ValueError) as error:
-        dataclasses.replace(zoo.get_preset("vgg19"), **change)
+        zoo.register("bad_model", {**zoo.get_preset("vgg19"), **change})
     assert message in str(error.value)
+    assert "bad_model" not in zoo.names()

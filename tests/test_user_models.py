@@ -2,11 +2,12 @@
 
 import dataclasses
 
-import tf_lottery  # first: it selects tf-keras before TensorFlow loads
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
+
+import tf_lottery
 
 from tf_lottery import config as C
 from tf_lottery import masks as mask_math
@@ -20,13 +21,9 @@ def splits():
     return fashion_slice(train=1200, validation=300, test=300)
 
 
-def small_config(rounds=3, iterations=40, eval_every=20, fc_rate=0.2, conv_rate=0.1):
-    cfg = C.from_preset("lenet_300_100", "fast")
-    return dataclasses.replace(
-        cfg,
-        training=dataclasses.replace(cfg.training, iterations=iterations, epochs=None, eval_every=eval_every),
-        pruning=dataclasses.replace(cfg.pruning, rounds=rounds, fc_rate=fc_rate, conv_rate=conv_rate),
-    )
+def small_config(rounds=3, iterations=40, eval_every=20, fc_rate=0.2, conv_rate=0.1, epochs=None):
+    return C.override(C.from_preset("lenet_300_100", "fast"), iterations=iterations, epochs=epochs,
+                      eval_every=eval_every, rounds=rounds, fc_rate=fc_rate, conv_rate=conv_rate)
 
 
 def sequential_model():
@@ -62,10 +59,11 @@ def check_ticket(ticket, rates, rounds):
             assert np.count_nonzero(masks[name]) == mask_math.keep_count(masks[name].size, (1 - rate) ** level)
     for earlier, later in zip(ticket.round_masks, ticket.round_masks[1:]):
         assert mask_math.is_subset(later, earlier)
-    assert pruning.count_pruned_nonzero(ticket.model) == 0
+    assert pruning.count_pruned_nonzero(ticket.trained_model("last", strip=False)) == 0
+    assert pruning.count_pruned_nonzero(ticket.rewound_model("last")) == 0
     for row in ticket.rounds:
         assert 0.0 <= row["test_accuracy"] <= 1.0 and np.isfinite(row["validation_loss"])
-    stripped = tf_lottery.strip(ticket.model)
+    stripped = ticket.trained_model("last")
     logits = stripped.predict(np.zeros((2, 28, 28, 1), np.float32), verbose=0)
     assert logits.shape == (2, 10)
 
@@ -104,8 +102,7 @@ def test_a_builder_without_a_seed_and_user_datasets(splits):
     def count_batches(batch, logs=None):
         seen.append(batch)
 
-    cfg = small_config(rounds=2, iterations=None, eval_every=10)
-    cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, epochs=2))
+    cfg = small_config(rounds=2, iterations=None, eval_every=10, epochs=2)
     ticket = tf_lottery.find_ticket(
         lambda: functional_model(),
         cfg,
@@ -122,17 +119,20 @@ def test_a_builder_without_a_seed_and_user_datasets(splits):
     assert history["iterations"] == 40 and history["early_stop_iteration"] in (10, 20, 30, 40)
 
 
-def test_a_keras_3_model_is_refused_in_one_line(splits):
+def test_a_keras_3_model_is_carried_over_and_handed_back(splits):
     import keras as keras3
 
-    if keras3.__version__.startswith("2."):
-        pytest.fail("the `keras` package is Keras 2 here; this test needs Keras 3 installed beside tf-keras")
-    model = keras3.Sequential([keras3.Input((28, 28, 1)), keras3.layers.Flatten(), keras3.layers.Dense(10)])
-    with pytest.raises(ValueError, match="not a tf-keras model") as info:
-        tf_lottery.find_ticket(model, small_config(), splits=splits, log=lambda s: None)
-    assert "\n" not in str(info.value)
-    with pytest.raises(ValueError, match="not a tf-keras model"):
-        tf_lottery.find_ticket(lambda: model, small_config(), splits=splits, log=lambda s: None)
+    assert keras3.__version__.startswith("3.")
+    model = keras3.Sequential([keras3.Input((28, 28, 1)), keras3.layers.Flatten(),
+                               keras3.layers.Dense(32, activation="relu", name="hidden"), keras3.layers.Dense(10, name="logits")])
+    for source in (model, lambda: model):
+        ticket = tf_lottery.find_ticket(source, small_config(rounds=2), splits=splits, log=lambda s: None)
+        check_ticket(ticket, {"hidden": 0.2, "logits": 0.1}, rounds=2)
+    back = ticket.to_keras("last")
+    assert isinstance(back, keras3.Model)
+    images = as_float(splits.test_images[:50])
+    np.testing.assert_allclose(back.predict(images, verbose=0), ticket.trained_model("last").predict(images, verbose=0),
+                               atol=1e-5)
 
 
 def test_a_subclassed_model_is_refused_in_one_line(splits):
@@ -164,5 +164,5 @@ def test_an_input_shape_that_does_not_fit_the_data_is_refused_naming_both(splits
     assert not out.exists()  # refused before anything was written
     train = tf.data.Dataset.from_tensor_slices((as_float(splits.train_images), splits.train_labels)).batch(60)
     with pytest.raises(ValueError, match=r"\(28, 28, 1\).*\(32, 32, 3\)") as info:
-        tf_lottery.find_ticket(cifar_sized(), small_config(), train=train, test=train, log=lambda s: None)
+        tf_lottery.find_ticket(cifar_sized(), small_config(), train=train, validation=train, test=train, log=lambda s: None)
     assert "\n" not in str(info.value)

@@ -111,6 +111,15 @@ def _make_inputs(config: ExperimentConfig, splits, train, validation, test, stra
     return inputs_lib.from_splits(splits, batch, config.data.train_subset)
 
 
+def _example_rank(model) -> Optional[int]:
+    """The rank of one example the model takes (None: several inputs, or not known yet)."""
+    try:
+        shape = model.input_shape
+    except (AttributeError, ValueError):  # a subclassed model never called
+        return None
+    return None if isinstance(shape, list) else len(shape) - 1
+
+
 def _check_names(config: ExperimentConfig) -> None:
     strategies.get(config.pruning.pruning_strategy)
     for name in config.pruning.controls:
@@ -240,9 +249,7 @@ def find_ticket(
     config = _with_users_optimizer(config, optimizer)
     if config.runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
-    example_rank = 3 if model is None else None  # zoo models take images (H, W, C)
-    if isinstance(model, keras.Model) and not isinstance(model.input_shape, list):
-        example_rank = len(model.input_shape) - 1
+    example_rank = 3 if model is None else _example_rank(model)  # zoo models take images (H, W, C)
     inputs = _make_inputs(config, splits, train, validation, test, strategy, example_rank)
     total = inputs.total_iterations(config.training)
     if config.pruning.rewind_step >= total and config.pruning.rewind_step > 0:
