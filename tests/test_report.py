@@ -9,70 +9,9 @@ import numpy as np
 import pytest
 
 import tf_lottery  # noqa: F401  (legacy Keras before TF)
+from report_fixtures import make_run, make_version_1_summary_only
 from tf_lottery import report
 from tf_lottery.progress import Progress
-
-
-def _config(rounds, controls=("random_reinit", "random_prune"), seed=0):
-    return {
-        "model": {"name": "lenet_300_100", "dropout_rate": 0.0},
-        "data": {"dataset": "fashion_mnist", "data_dir": None, "validation_size": 5000},
-        "training": {"optimizer": "adam", "learning_rate": 0.0012, "batch_size": 60, "iterations": 300,
-                     "epochs": None, "eval_every": 100},
-        "pruning": {"rounds": rounds, "fc_rate": 0.2, "conv_rate": 0.1, "output_rate": None, "scope": "layerwise",
-                    "schedule": "iterative", "rewind_step": 0, "controls": list(controls)},
-        "runtime": {"seed": seed},
-    }
-
-
-def _history(final_accuracy, best_iteration):
-    """Three evaluations; validation loss is lowest at `best_iteration`; accuracy rises to `final_accuracy`."""
-    return [
-        {"iteration": it, "train_loss": 1.0 / it, "validation_loss": 0.1 if it == best_iteration else 0.5,
-         "validation_accuracy": 0.0, "test_loss": 0.0, "test_accuracy": final_accuracy - 0.01 * (3 - it // 100)}
-        for it in (100, 200, 300)
-    ]
-
-
-def _stage(accuracy, early_accuracy, early_iteration, remaining, layers=None):
-    out = {"test_accuracy": accuracy, "early_stop_test_accuracy": early_accuracy,
-           "early_stop_iteration": early_iteration, "weights_remaining": remaining, "iterations": 300,
-           "seconds": 1.0, "history": _history(accuracy, early_iteration)}
-    if layers is not None:
-        out["layers"] = layers
-    return out
-
-
-REMAINING = [1.0, 0.8, 0.64]
-LAYERS = [{"fc1": 1.0, "out": 1.0}, {"fc1": 0.8, "out": 0.9}, {"fc1": 0.64, "out": 0.81}]
-
-
-def make_run(path, accuracies, controls=("random_reinit", "random_prune"), rounds_in_summary=3, rounds=3,
-             extra_main=(), seed=0):
-    """A hand-made run directory: round r of the ticket has test accuracy accuracies[r] (end and early stop
-    +0.01, early stop at iteration 100*(r+1)); controls are 0.1 and 0.2 lower, early stop at 300."""
-    os.makedirs(path)
-    rows = []
-    for r in range(rounds_in_summary + len(extra_main)):
-        main = _stage(accuracies[r], accuracies[r] + 0.01, 100 * (r % 3 + 1), REMAINING[r], LAYERS[r])
-        os.makedirs(os.path.join(path, f"round_{r:02d}"))
-        with open(os.path.join(path, f"round_{r:02d}", "main.json"), "w") as f:
-            json.dump(main, f)
-        if r >= rounds_in_summary:
-            continue  # finished after the last summary: only main.json exists
-        row = {k: v for k, v in main.items() if k != "history"}
-        row["round"], row["controls"] = r, {}
-        for offset, control in zip((0.1, 0.2), controls):
-            if r == 0:
-                continue
-            result = _stage(accuracies[r] - offset, accuracies[r] - offset, 300, REMAINING[r])
-            with open(os.path.join(path, f"round_{r:02d}", f"{control}.json"), "w") as f:
-                json.dump(result, f)
-            row["controls"][control] = {k: v for k, v in result.items() if k != "history"}
-        rows.append(row)
-    with open(os.path.join(path, "summary.json"), "w") as f:
-        json.dump({"config": _config(rounds, controls, seed), "fingerprint": "x", "rounds": rows}, f)
-    return path
 
 
 @pytest.fixture
