@@ -17,6 +17,22 @@ LAYERS = [{"fc1": 1.0, "out": 1.0}, {"fc1": 0.8, "out": 0.9}, {"fc1": 0.64, "out
 CONTROL_OFFSETS = (0.1, 0.2)
 
 
+def lottery_report(capsys, *args):
+    """Run the lottery-report CLI in-process: (exit status, stderr lines, stdout)."""
+    from absl import flags
+
+    from tf_lottery.cli import report as cli
+
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(["lottery-report", *args])
+        status = cli.main(["lottery-report"])
+    finally:
+        flags.FLAGS.unparse_flags()
+    captured = capsys.readouterr()
+    return status, captured.err.splitlines(), captured.out
+
+
 def experiment(rounds=3, controls=("random_reinit", "random_prune"), seed=0, **fields):
     """A small Lenet config; `fields` override by flat name (retrain="lr_rewind", fc_rate=0.3, ...)."""
     config = config_lib.ExperimentConfig()
@@ -48,11 +64,12 @@ def write_json(path, value):
 
 
 def make_run(path, accuracies, controls=("random_reinit", "random_prune"), rounds_in_summary=3, rounds=3,
-             extra_main=(), seed=0, **fields):
+             extra_main=(), seed=0, remaining=REMAINING, **fields):
     """A run directory as lottery-find leaves it (config.json, round files, summary.json, rounds.csv).
 
     The summary lists the first `rounds_in_summary` rounds; `extra_main` rounds have only main.json
-    (finished after the last summary). `fields` go into the config (see `experiment`).
+    (finished after the last summary). `remaining` gives each round's weights remaining; `fields`
+    go into the config (see `experiment`).
     """
     config = experiment(rounds, controls, seed, **fields)
     record = {"version": config_lib.CONFIG_VERSION, "config": config.to_dict(), "fingerprint": config.fingerprint()}
@@ -61,14 +78,14 @@ def make_run(path, accuracies, controls=("random_reinit", "random_prune"), round
     write_json(run.config_file, record)
     rows = []
     for r in range(rounds_in_summary + len(extra_main)):
-        main = stage(accuracies[r], accuracies[r] + 0.01, 100 * (r % 3 + 1), REMAINING[r], LAYERS[r])
+        main = stage(accuracies[r], accuracies[r] + 0.01, 100 * (r % 3 + 1), remaining[r], LAYERS[r])
         write_json(run.stage_file(r, "main"), main)
         if r >= rounds_in_summary:
             continue
         results = {}
         for offset, control in zip(CONTROL_OFFSETS, controls):
             if r > 0:
-                results[control] = stage(accuracies[r] - offset, accuracies[r] - offset, 300, REMAINING[r], LAYERS[r])
+                results[control] = stage(accuracies[r] - offset, accuracies[r] - offset, 300, remaining[r], LAYERS[r])
                 write_json(run.stage_file(r, control), results[control])
         rows.append(stage_row(r, main, results))
     run.write_summary(record, rows)

@@ -122,8 +122,12 @@ def test_written_report_matches_curves_and_table(replicates, tmp_path):
 
 def test_export_data_copies_what_the_report_needs(replicates, tmp_path):
     dest = str(tmp_path / "data")
-    report.export_data([replicates], dest)
-    assert os.path.isfile(os.path.join(dest, "seed_1", "round_02", "random_prune.json"))
+    written = report.export_data([replicates], dest)
+    relative = sorted(os.path.relpath(p, dest) for p in written)
+    assert len(relative) == 2 * 10 and "seed_1/rounds.csv" in relative
+    for path in relative:
+        with open(os.path.join(replicates, path), "rb") as a, open(os.path.join(dest, path), "rb") as b:
+            assert a.read() == b.read()
     a = report.curves(report.load_runs([replicates]))
     b = report.curves(report.load_runs([dest]))
     assert set(a) == set(b)
@@ -133,9 +137,38 @@ def test_export_data_copies_what_the_report_needs(replicates, tmp_path):
 
 def test_replicates_differing_in_more_than_seed_are_flagged(tmp_path):
     a = make_run(str(tmp_path / "a"), [0.8, 0.8, 0.8])
-    b = make_run(str(tmp_path / "b"), [0.8, 0.8, 0.8], rounds=4)
+    b = make_run(str(tmp_path / "b"), [0.8, 0.8, 0.8], fc_rate=0.3, seed=1)
     notes = report.consistency_notes(report.load_runs([a, b]))
-    assert len(notes) == 1 and "pruning.rounds" in notes[0]
+    assert len(notes) == 1 and "(fc_rate)" in notes[0]
+    # More rounds extend a search, other controls train beside the same ticket: still replicates.
+    c = make_run(str(tmp_path / "c"), [0.8, 0.8, 0.8, 0.8], rounds=4, rounds_in_summary=4, controls=(), seed=2)
+    assert report.consistency_notes(report.load_runs([a, c])) == []
+
+
+def test_version_1_summary_alone_is_read_in_todays_names(tmp_path):
+    path = make_version_1_summary_only(str(tmp_path / "old"), [0.80, 0.84, 0.86])
+    run = report.load_run(path)
+    assert run.config["model"]["model"] == "lenet_300_100" and run.config["pruning"]["pruning_scope"] == "layerwise"
+    assert run.config["pruning"]["retrain"] == "weight_rewind"  # what version 1 always did
+    assert run.files == ["summary.json"]
+    np.testing.assert_allclose(report.curves([run])["test_accuracy/main"].mean, [0.80, 0.84, 0.86])
+
+
+@pytest.mark.parametrize("name", ["lenet_fashion_mnist", "lenet_fashion_mnist_10_epochs"])
+def test_checked_in_reports_are_redrawn_from_their_version_1_data(name):
+    """The data/ folders were written before version 2 (config keys model.name, pruning.scope)."""
+    folder = os.path.join(os.path.dirname(__file__), os.pardir, "reports", name)
+    runs = report.load_runs([os.path.join(folder, "data")])
+    assert all(run.notes == [] and run.experiment.model.model == "lenet_300_100" for run in runs)
+    data = report.curves(runs)
+    with open(os.path.join(folder, "curves.json")) as f:
+        checked_in = json.load(f)
+    assert set(data) == set(checked_in)
+    for key, series in data.items():
+        for field in ("x", "mean", "low", "high", "count"):
+            np.testing.assert_allclose(getattr(series, field), checked_in[key][field], err_msg=f"{key} {field}")
+    with open(os.path.join(folder, "report.md")) as f:
+        assert report.table(runs) in f.read()
 
 
 def test_not_a_run_is_one_line_error(tmp_path):
