@@ -139,7 +139,7 @@ def test_replicates_differing_in_more_than_seed_are_flagged(tmp_path):
     a = make_run(str(tmp_path / "a"), [0.8, 0.8, 0.8])
     b = make_run(str(tmp_path / "b"), [0.8, 0.8, 0.8], fc_rate=0.3, seed=1)
     notes = report.consistency_notes(report.load_runs([a, b]))
-    assert len(notes) == 1 and "(fc_rate)" in notes[0]
+    assert len(notes) == 1 and "(fc_rate)" in notes[0] and "--compare" in notes[0]
     # More rounds extend a search, other controls train beside the same ticket: still replicates.
     c = make_run(str(tmp_path / "c"), [0.8, 0.8, 0.8, 0.8], rounds=4, rounds_in_summary=4, controls=(), seed=2)
     assert report.consistency_notes(report.load_runs([a, c])) == []

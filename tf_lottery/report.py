@@ -3,8 +3,9 @@
 `write_report` reads the runs (report_runs: every file checked), computes every number
 (report_data: `curves`, `table`, pure functions) and draws them (report_plots). Replicates (the
 same search with other seeds) are averaged per round with min-max error bars, as the paper's
-figures are. Rounds or controls that have not finished are left out of the curves and listed in
-`notes`. Imports no TensorFlow.
+figures are; with `compare=True`, runs of different searches are drawn as separate series instead,
+labelled by the config fields where they differ. Rounds or controls that have not finished are
+left out of the curves and listed in `notes`. Imports no TensorFlow.
 
     report.write_report(["runs/lenet3"], "reports/lenet3")
     report.curves(report.load_runs(["runs/lenet3"]))  # the numbers alone
@@ -16,20 +17,24 @@ import dataclasses
 import os
 from typing import Optional, Sequence
 
+from tf_lottery.branches import MAIN
 from tf_lottery.files import atomic_write_bytes, atomic_write_json, temporary_name
 from tf_lottery.report_data import (
-    METRICS, PAPER_LEVELS, Series, choose_rounds, curves, round_levels, table,
+    METRICS, PAPER_LEVELS, Series, choose_rounds, compare_curves, compare_key, comparison_table, curves, round_levels,
+    table,
 )
-from tf_lottery.report_plots import PLOTS
+from tf_lottery.report_plots import COMPARE_PLOT, PLOTS
 from tf_lottery.report_runs import (
-    STAGE_LABELS, STAGES, Run, consistency_notes, differing_fields, find_runs, is_run_dir, load_run, load_runs,
+    STAGE_LABELS, STAGES, Group, Run, consistency_notes, differing_fields, find_runs, group_runs, is_run_dir, load_run,
+    load_runs,
 )
 
 # The report's public API, one import away (README: report.write_report, report.curves, report.load_runs).
 __all__ = [
-    "METRICS", "PAPER_LEVELS", "Report", "Run", "STAGES", "STAGE_LABELS", "Series", "choose_rounds",
-    "consistency_notes", "curves", "differing_fields", "export_data", "find_runs", "is_run_dir", "load_run",
-    "load_runs", "round_levels", "table", "write_report",
+    "METRICS", "PAPER_LEVELS", "Group", "Report", "Run", "STAGES", "STAGE_LABELS", "Series", "choose_rounds",
+    "compare_curves", "compare_key", "comparison_table", "consistency_notes", "curves", "differing_fields",
+    "export_data", "find_runs", "group_runs", "is_run_dir", "load_run", "load_runs", "round_levels", "table",
+    "write_report",
 ]
 
 
@@ -117,9 +122,12 @@ def _shown_path(path: str, out: str) -> str:
     return os.path.abspath(path) if relative.startswith(os.pardir + os.sep + os.pardir) else relative
 
 
-def _title(runs: Sequence[Run]) -> str:
+def _title(runs: Sequence[Run], compare: bool = False) -> str:
     names = {(r.experiment.model.model, r.experiment.data.dataset) for r in runs}
     what = " and ".join(f"{model} on {dataset}" for model, dataset in sorted(names))
+    if compare:
+        fields = differing_fields(runs)
+        return f"{what}, by {', '.join(fields)}" if fields else what
     n = len(runs)
     return what + (f" ({n} replicates, mean with min-max bars)" if n > 1 else "")
 
@@ -151,27 +159,58 @@ def _draw(plots, data, out: str, title: str, notes: list[str]) -> tuple[list[str
     return files, sections
 
 
+def _check_branches(names: Sequence[str]) -> None:
+    unknown = [n for n in names if n not in STAGES]
+    if unknown or not names:
+        what = f"unknown branch {unknown[0]!r}" if unknown else "no branch"
+        raise ValueError(f"{what} in branches={','.join(names)}; allowed: {', '.join(STAGES)}")
+
+
+def _compare_sections(runs: Sequence[Run], names: Sequence[str], notes: list[str]):
+    """The numbers and tables of a comparison: (curves, report.md lines)."""
+    groups = group_runs(runs)
+    data = compare_curves(groups, names)
+    for group in groups:
+        for stage in names:
+            if compare_key(group, stage) not in data:
+                notes.append(f"{group.label or 'all runs'}: no finished {stage} network")
+    lines = ["## Comparison", "",
+             "Test accuracy at early stop in percent, mean (min-max) over each search's runs.", "",
+             comparison_table(groups, names)]
+    for group in groups:
+        lines += [f"## Rounds: {group.label or 'all runs'}", "", table(group.runs)]
+    return data, lines
+
+
 # -- the whole report ------------------------------------------------------------------------------
 def write_report(
     run_dirs: Sequence[str],
     out: str,
     levels: Sequence[float] = PAPER_LEVELS,
     command: Optional[str] = None,
+    compare: bool = False,
+    branches: Sequence[str] = (MAIN,),
     data_out: Optional[str] = None,
 ) -> Report:
     """Write the plots, `report.md` (tables, notes) and `curves.json` (the numbers plotted) into `out`.
 
     Every run is read and checked, and `out` (and `data_out`) made sure to be writable, before
-    anything is written. `data_out` also receives `export_data`'s
+    anything is written. `compare` draws each search (runs differing in more than the seed) as its
+    own series in compare.png, for each branch in `branches`. `data_out` also receives `export_data`'s
     copy of the runs' files. Raises ValueError for a run that is not sound, OSError for a
     destination that cannot be written.
     """
     runs = load_runs(run_dirs)
-    notes = consistency_notes(runs) + [n for run in runs for n in run.notes]
-    title = _title(runs)
-    data = curves(runs, levels)
-    tables = ["## Rounds", "", "Mean (min-max) over runs; accuracy in percent of the test set.", "", table(runs)]
-    plots = PLOTS
+    _check_branches(branches)
+    notes = ([] if compare else consistency_notes(runs)) + [n for run in runs for n in run.notes]
+    title = _title(runs, compare)
+    if compare:
+        data, tables = _compare_sections(runs, branches, notes)
+        plots = (COMPARE_PLOT,)
+    else:
+        data = curves(runs, levels)
+        tables = ["## Rounds", "", "Mean (min-max) over runs; accuracy in percent of the test set.", "", table(runs)]
+        plots = PLOTS
     _destinations(out, data_out)
     files, sections = _draw(plots, data, out, title, notes)
     curves_path = os.path.join(out, "curves.json")

@@ -1,4 +1,4 @@
-"""The numbers of a report: every curve (`curves`) and the table, pure functions of loaded runs.
+"""The numbers of a report: every curve (`curves`, `compare_curves`) and table, pure functions of loaded runs.
 
 Replicates (the same search with other seeds) are averaged per round with min and max as error
 bars, as the paper's figures are. The tests check these numbers; report_plots only draws them.
@@ -14,11 +14,13 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from tf_lottery.branches import MAIN
-from tf_lottery.report_runs import STAGE_LABELS, STAGES, Run
+from tf_lottery.report_runs import STAGE_LABELS, STAGES, Group, Run
 
 METRICS = ("early_stop_test_accuracy", "test_accuracy", "early_stop_iteration")
 # Levels of weights remaining (percent) that the paper's Figure 3 shows for Lenet-300-100.
 PAPER_LEVELS = (100.0, 51.3, 21.1, 7.0, 3.6, 1.9)
+# What a comparison plots and tabulates for each series.
+COMPARE_METRIC = "early_stop_test_accuracy"
 
 
 @dataclasses.dataclass
@@ -140,6 +142,33 @@ def curves(runs: Sequence[Run], levels: Sequence[float] = PAPER_LEVELS) -> dict[
     return {k: s for k, s in out.items() if s is not None}
 
 
+# -- comparing searches --------------------------------------------------------------------------
+def series_label(group: Group, stage: str) -> str:
+    """`retrain=lr_rewind` for a group's own networks, `retrain=lr_rewind, random reinit` for a branch."""
+    if stage == MAIN:
+        return group.label or STAGE_LABELS[stage]
+    return f"{group.label}, {STAGE_LABELS[stage]}" if group.label else STAGE_LABELS[stage]
+
+
+def compare_key(group: Group, stage: str) -> str:
+    """The name of a group's branch in the curves: "compare/<group label>/<stage>"."""
+    return f"compare/{group.label or 'all runs'}/{stage}"
+
+
+def compare_curves(groups: Sequence[Group], branches: Sequence[str] = (MAIN,)) -> dict[str, Series]:
+    """Early-stop test accuracy versus percent of weights remaining, one Series per group and branch.
+
+    Keyed by `compare_key`, groups in the order given, then branches in the order given.
+    """
+    out = {}
+    for group in groups:
+        for stage in branches:
+            series = metric_series(group.runs, COMPARE_METRIC, stage, series_label(group, stage))
+            if series is not None:
+                out[compare_key(group, stage)] = series
+    return out
+
+
 # -- tables ----------------------------------------------------------------------------------------
 def _cell(values: list[float], digits: int, percent: bool = False) -> str:
     if not values:
@@ -184,3 +213,25 @@ def table(runs: Sequence[Run]) -> str:
         body.append(cells + [str(len(rows))])
     return _markdown(header, body)
 
+
+def comparison_table(groups: Sequence[Group], branches: Sequence[str] = (MAIN,)) -> str:
+    """A Markdown table, one row per round and one column per series: early-stop test accuracy,
+    mean (min-max) over each group's replicates. One weights column when every group prunes to
+    the same levels, else one per group."""
+    series = [(g, s) for g in groups for s in branches
+              if any(stage_metrics(row, s) for run in g.runs for row in run.rounds.values())]
+    levels = [round_levels(g.runs) for g in groups]
+    shared = all(f"{a[r]:.2f}" == f"{b[r]:.2f}" for a in levels for b in levels for r in set(a) & set(b))
+    header = ["Round"] + (["Weights remaining %"] if shared else [f"{g.label} weights %" for g in groups])
+    header += [f"{series_label(g, s)} early-stop acc %" for g, s in series]
+    body = []
+    for r in sorted({r for g in groups for run in g.runs for r in run.rounds}):
+        if shared:
+            cells = [str(r), f"{np.mean([lv[r] for lv in levels if r in lv]):.2f}"]
+        else:
+            cells = [str(r)] + [f"{lv[r]:.2f}" if r in lv else "-" for lv in levels]
+        for group, stage in series:
+            rows = [run.rounds[r] for run in group.runs if r in run.rounds]
+            cells.append(_cell(_column(rows, stage, COMPARE_METRIC), 2, percent=True))
+        body.append(cells)
+    return _markdown(header, body)

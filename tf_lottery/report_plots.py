@@ -17,6 +17,9 @@ from tf_lottery.report_data import Series
 from tf_lottery.report_runs import STAGE_LABELS, STAGES
 
 STAGE_COLORS = {name: f"C{i}" for i, name in enumerate(STAGES)}
+# In a comparison colour tells the searches apart, so the line tells the branches apart.
+_LINE_STYLES = ("-", "--", ":", "-.")
+_MARKERS = ("o", "s", "^", "v", "D", "P")
 # Controls share the ticket's x; a small shift on the log axis keeps their error bars apart (drawing only).
 _DODGE = {name: 1.0 + 0.015 * ((i + 1) // 2) * (-1) ** i for i, name in enumerate(STAGES)}
 
@@ -30,13 +33,23 @@ def _pyplot():
     return plt
 
 
+def _ticks(xs: Sequence[float], most: int = 7) -> list[float]:
+    """At most `most` tick positions from the x values, largest first, none within 3% of another
+    (searches compared side by side prune to nearly the same levels; their labels would overlap)."""
+    distinct: list[float] = []
+    for x in sorted(xs, reverse=True):
+        if not distinct or distinct[-1] / x > 1.03:
+            distinct.append(x)
+    return distinct[:: max(1, math.ceil(len(distinct) / most))]
+
+
 def _weights_axis(ax, series: Sequence[Series]) -> None:
     """Log-scaled percent of weights remaining, decreasing to the right like the paper's figures."""
     from matplotlib.ticker import FixedLocator, NullLocator
 
     ax.set_xscale("log")
-    xs = sorted({float(x) for s in series for x in s.x}, reverse=True)
-    ticks = xs[:: max(1, math.ceil(len(xs) / 7))]  # at most 7 labels: more overlap in a half-width panel
+    xs = [float(x) for s in series for x in s.x]
+    ticks = _ticks(xs)  # at most 7 labels: more overlap in a half-width panel
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticklabels([f"{t:.3g}" for t in ticks])
@@ -56,9 +69,9 @@ def _percent(s: Series) -> Series:
     return Series(s.label, s.x, 100 * s.mean, 100 * s.low, 100 * s.high, s.count)
 
 
-def _save(fig, path: str) -> None:
+def _save(fig, path: str, extra_artists=()) -> None:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", bbox_extra_artists=list(extra_artists) or None)
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -162,9 +175,53 @@ def plot_layers(data: dict[str, Series], path: str, title: str) -> bool:
     return True
 
 
+def _compare_legends(ax, groups: list[str], colors, stages: list[str]) -> list:
+    """One legend entry per series while they are few; else one legend of searches (colour) and one
+    of branches (line), which reads better than every combination spelled out."""
+    from matplotlib.lines import Line2D
+
+    place = {"fontsize": 8, "loc": "upper left", "borderaxespad": 0}
+    if len(groups) == 1 or len(stages) == 1:
+        return [ax.legend(bbox_to_anchor=(1.01, 1.0), **place)]
+    searches = [Line2D([], [], color=c, marker="o", markersize=4, label=g) for g, c in zip(groups, colors)]
+    lines = [Line2D([], [], color="0.3", marker=_MARKERS[STAGES.index(s) % len(_MARKERS)], markersize=4,
+                    linestyle=_LINE_STYLES[STAGES.index(s) % len(_LINE_STYLES)], label=STAGE_LABELS[s]) for s in stages]
+    first = ax.legend(handles=searches, title="search", bbox_to_anchor=(1.01, 1.0), **place)
+    ax.add_artist(first)  # the next legend would replace it otherwise
+    place["loc"] = "lower left"
+    return [first, ax.legend(handles=lines, title="network", bbox_to_anchor=(1.01, 0.0), **place)]
+
+
+def plot_compare(data: dict[str, Series], path: str, title: str) -> bool:
+    """One axis, one series per search and branch ("compare/<search>/<branch>"): colour per search,
+    line style and marker per branch; searches are spread a little along x so error bars stay apart."""
+    keys = [k for k in data if k.startswith("compare/")]
+    if not keys:
+        return False
+    plt = _pyplot()
+    groups = list(dict.fromkeys(k[len("compare/"):].rsplit("/", 1)[0] for k in keys))
+    stages = [s for s in STAGES if any(k.endswith(f"/{s}") for k in keys)]
+    colors = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")(np.arange(len(groups)) % 20)
+    step = min(0.012, 0.05 / max(1, len(groups) - 1))
+    fig, ax = plt.subplots(figsize=(8.5, 5))
+    for key in keys:
+        group, stage = key[len("compare/"):].rsplit("/", 1)
+        i, style = groups.index(group), STAGES.index(stage)
+        _errorbar(ax, _percent(data[key]), colors[i], 1.0 + step * (i - (len(groups) - 1) / 2),
+                  linestyle=_LINE_STYLES[style % len(_LINE_STYLES)], marker=_MARKERS[style % len(_MARKERS)])
+    _weights_axis(ax, [data[k] for k in keys])
+    ax.set_ylabel("Test accuracy at early stop (%)")
+    ax.set_title("Test accuracy at early stop (min. validation loss)")
+    legends = _compare_legends(ax, groups, colors, stages)
+    _save(fig, path, legends + [fig.suptitle(title), ax.title])  # given extra artists, tight bbox counts only those
+    plt.close(fig)
+    return True
+
+
 PLOTS = (
     ("accuracy.png", plot_accuracy, "Test accuracy versus weights remaining"),
     ("early_stop.png", plot_early_stop, "Early-stop iteration versus weights remaining"),
     ("training.png", plot_training, "Test accuracy during training at chosen levels"),
     ("layers.png", plot_layers, "Weights remaining per layer and round"),
 )
+COMPARE_PLOT = ("compare.png", plot_compare, "Test accuracy at early stop versus weights remaining, by search")

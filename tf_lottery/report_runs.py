@@ -44,6 +44,14 @@ class Run:
     files: list[str] = dataclasses.field(default_factory=list)  # relative paths read and checked
 
 
+@dataclasses.dataclass
+class Group:
+    """Runs of one search (they differ at most in REPLICATE_FIELDS), labelled by what sets it apart."""
+
+    label: str
+    runs: list[Run]
+
+
 # -- finding runs ------------------------------------------------------------------------------
 def is_run_dir(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "summary.json")) or os.path.isfile(os.path.join(path, "config.json"))
@@ -203,7 +211,7 @@ def load_runs(paths: Iterable[str]) -> list[Run]:
     return [load_run(p) for p in find_runs(paths)]
 
 
-# -- replicates ---------------------------------------------------------------------
+# -- replicates and groups ---------------------------------------------------------------------
 def _search_fields(run: Run) -> dict:
     """The fields that decide a search's results, but for those replicates may differ in."""
     fields = run.experiment.result_fields()
@@ -221,5 +229,27 @@ def consistency_notes(runs: Sequence[Run]) -> list[str]:
     differing = differing_fields(runs)
     if not differing:
         return []
-    return [f"runs differ in more than the seed ({', '.join(differing)}): their mean mixes different searches"]
+    return [f"runs differ in more than the seed ({', '.join(differing)}): their mean mixes different searches; "
+            "lottery-report --compare draws them as separate series"]
 
+
+def _shown(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return "+".join(str(v) for v in value) or "none"
+    return str(value)
+
+
+def group_runs(runs: Sequence[Run]) -> list[Group]:
+    """The runs split into searches (replicates together), in order of first appearance, each
+    labelled by the fields where the searches differ (`retrain=lr_rewind`, ...)."""
+    keys: list[str] = []
+    members: dict[str, list[Run]] = {}
+    for run in runs:
+        key = json.dumps(_search_fields(run), sort_keys=True)
+        if key not in members:
+            keys.append(key)
+            members[key] = []
+        members[key].append(run)
+    groups = [members[k] for k in keys]
+    fields = differing_fields([g[0] for g in groups])
+    return [Group(", ".join(f"{k}={_shown(_search_fields(g[0])[k])}" for k in fields), g) for g in groups]

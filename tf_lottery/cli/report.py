@@ -2,7 +2,8 @@
 
 Reads only config.json, summary.json and the per-round JSON logs (each checked first), so a
 finished run copied from another machine (or its `--data_out` copy) is enough. Several --run_dir
-flags, or a parent folder of replicates, are averaged with min-max error bars.
+flags, or a parent folder of replicates, are averaged with min-max error bars; with --compare,
+runs that differ in more than the seed are drawn as separate series instead (compare.png).
 Anything wrong (a damaged or foreign run, an unwritable --out) is one line on stderr, exit 1,
 and nothing written.
 """
@@ -13,6 +14,8 @@ import shlex
 import sys
 
 from absl import app, flags
+
+from tf_lottery import branches
 
 FLAGS = flags.FLAGS
 
@@ -26,6 +29,15 @@ flags.DEFINE_string(
     "data_out", None,
     "Also copy each run's small files here, to share or check in: config.json, summary.json, rounds.csv "
     "and round_RR/<branch>.json (no checkpoints or masks); --run_dir=<this folder> redraws the report.",
+)
+flags.DEFINE_bool(
+    "compare", False,
+    "Draw runs that differ in more than the seed as separate series, labelled by the config fields where "
+    "they differ (e.g. retrain=lr_rewind), in compare.png and a comparison table; replicates still average.",
+)
+flags.DEFINE_list(
+    "branches", ["main"],
+    f"With --compare: the branches drawn for each search ({', '.join(branches.names())}).",
 )
 
 
@@ -49,9 +61,11 @@ def main(argv):
     try:
         if not FLAGS.run_dir:
             raise ValueError("no --run_dir given; pass a lottery-find output_dir (repeat the flag for several)")
+        if FLAGS["branches"].present and not FLAGS.compare:
+            raise ValueError("--branches chooses the series of --compare; add --compare, or drop --branches")
         command = "lottery-report " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         result = report.write_report(FLAGS.run_dir, FLAGS.out, _levels(FLAGS.levels), command=command,
-                                     data_out=FLAGS.data_out)
+                                     compare=FLAGS.compare, branches=FLAGS.branches, data_out=FLAGS.data_out)
     except (ValueError, OSError) as e:
         return errors.report("lottery-report", e)
     for note in result.notes:
