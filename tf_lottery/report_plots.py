@@ -193,8 +193,9 @@ def _compare_legends(ax, groups: list[str], colors, stages: list[str]) -> list:
 
 
 def plot_compare(data: dict[str, Series], path: str, title: str) -> bool:
-    """One axis, one series per search and branch ("compare/<search>/<branch>"): colour per search,
-    line style and marker per branch; searches are spread a little along x so error bars stay apart."""
+    """One axis, one series per search and branch ("compare/<search>/<branch>"): colour per search
+    (per branch when there is one search), line style and marker per branch; searches are spread a
+    little along x so error bars stay apart."""
     keys = [k for k in data if k.startswith("compare/")]
     if not keys:
         return False
@@ -207,8 +208,12 @@ def plot_compare(data: dict[str, Series], path: str, title: str) -> bool:
     for key in keys:
         group, stage = key[len("compare/"):].rsplit("/", 1)
         i, style = groups.index(group), STAGES.index(stage)
-        _errorbar(ax, _percent(data[key]), colors[i], 1.0 + step * (i - (len(groups) - 1) / 2),
-                  linestyle=_LINE_STYLES[style % len(_LINE_STYLES)], marker=_MARKERS[style % len(_MARKERS)])
+        if len(groups) == 1:  # one search: its branches look as in accuracy.png
+            color, dodge = STAGE_COLORS[stage], _DODGE[stage]
+        else:
+            color, dodge = colors[i], 1.0 + step * (i - (len(groups) - 1) / 2)
+        _errorbar(ax, _percent(data[key]), color, dodge, linestyle=_LINE_STYLES[style % len(_LINE_STYLES)],
+                  marker=_MARKERS[style % len(_MARKERS)])
     _weights_axis(ax, [data[k] for k in keys])
     ax.set_ylabel("Test accuracy at early stop (%)")
     ax.set_title("Test accuracy at early stop (min. validation loss)")
