@@ -159,3 +159,18 @@ def test_zoo_imports_as_tf_lottery_models():
     if runfiles:
         # Under Bazel the BUILD's copy must win over the editable install's path to models/.
         assert Path(zoo.__file__).absolute().is_relative_to(Path(runfiles).absolute())
+
+
+def test_pyproject_installs_every_package():
+    """A wheel holds only the packages pyproject lists: every tf_lottery package must be there."""
+    import tomllib
+
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        listed = set(tomllib.load(f)["tool"]["setuptools"]["packages"])
+    found = {
+        str(path.parent.relative_to(ROOT)).replace("/", ".")
+        for path in (ROOT / "tf_lottery").rglob("__init__.py")
+        if "__pycache__" not in path.parts
+    }
+    assert found <= listed, f"pyproject.toml misses packages {sorted(found - listed)}"
+    assert "tf_lottery_models" in listed

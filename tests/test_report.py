@@ -9,70 +9,9 @@ import numpy as np
 import pytest
 
 import tf_lottery  # noqa: F401  (legacy Keras before TF)
+from report_fixtures import make_run, make_version_1_summary_only
 from tf_lottery import report
 from tf_lottery.progress import Progress
-
-
-def _config(rounds, controls=("random_reinit", "random_prune"), seed=0):
-    return {
-        "model": {"name": "lenet_300_100", "dropout_rate": 0.0},
-        "data": {"dataset": "fashion_mnist", "data_dir": None, "validation_size": 5000},
-        "training": {"optimizer": "adam", "learning_rate": 0.0012, "batch_size": 60, "iterations": 300,
-                     "epochs": None, "eval_every": 100},
-        "pruning": {"rounds": rounds, "fc_rate": 0.2, "conv_rate": 0.1, "output_rate": None, "scope": "layerwise",
-                    "schedule": "iterative", "rewind_step": 0, "controls": list(controls)},
-        "runtime": {"seed": seed},
-    }
-
-
-def _history(final_accuracy, best_iteration):
-    """Three evaluations; validation loss is lowest at `best_iteration`; accuracy rises to `final_accuracy`."""
-    return [
-        {"iteration": it, "train_loss": 1.0 / it, "validation_loss": 0.1 if it == best_iteration else 0.5,
-         "validation_accuracy": 0.0, "test_loss": 0.0, "test_accuracy": final_accuracy - 0.01 * (3 - it // 100)}
-        for it in (100, 200, 300)
-    ]
-
-
-def _stage(accuracy, early_accuracy, early_iteration, remaining, layers=None):
-    out = {"test_accuracy": accuracy, "early_stop_test_accuracy": early_accuracy,
-           "early_stop_iteration": early_iteration, "weights_remaining": remaining, "iterations": 300,
-           "seconds": 1.0, "history": _history(accuracy, early_iteration)}
-    if layers is not None:
-        out["layers"] = layers
-    return out
-
-
-REMAINING = [1.0, 0.8, 0.64]
-LAYERS = [{"fc1": 1.0, "out": 1.0}, {"fc1": 0.8, "out": 0.9}, {"fc1": 0.64, "out": 0.81}]
-
-
-def make_run(path, accuracies, controls=("random_reinit", "random_prune"), rounds_in_summary=3, rounds=3,
-             extra_main=(), seed=0):
-    """A hand-made run directory: round r of the ticket has test accuracy accuracies[r] (end and early stop
-    +0.01, early stop at iteration 100*(r+1)); controls are 0.1 and 0.2 lower, early stop at 300."""
-    os.makedirs(path)
-    rows = []
-    for r in range(rounds_in_summary + len(extra_main)):
-        main = _stage(accuracies[r], accuracies[r] + 0.01, 100 * (r % 3 + 1), REMAINING[r], LAYERS[r])
-        os.makedirs(os.path.join(path, f"round_{r:02d}"))
-        with open(os.path.join(path, f"round_{r:02d}", "main.json"), "w") as f:
-            json.dump(main, f)
-        if r >= rounds_in_summary:
-            continue  # finished after the last summary: only main.json exists
-        row = {k: v for k, v in main.items() if k != "history"}
-        row["round"], row["controls"] = r, {}
-        for offset, control in zip((0.1, 0.2), controls):
-            if r == 0:
-                continue
-            result = _stage(accuracies[r] - offset, accuracies[r] - offset, 300, REMAINING[r])
-            with open(os.path.join(path, f"round_{r:02d}", f"{control}.json"), "w") as f:
-                json.dump(result, f)
-            row["controls"][control] = {k: v for k, v in result.items() if k != "history"}
-        rows.append(row)
-    with open(os.path.join(path, "summary.json"), "w") as f:
-        json.dump({"config": _config(rounds, controls, seed), "fingerprint": "x", "rounds": rows}, f)
-    return path
 
 
 @pytest.fixture
@@ -183,8 +122,12 @@ def test_written_report_matches_curves_and_table(replicates, tmp_path):
 
 def test_export_data_copies_what_the_report_needs(replicates, tmp_path):
     dest = str(tmp_path / "data")
-    report.export_data([replicates], dest)
-    assert os.path.isfile(os.path.join(dest, "seed_1", "round_02", "random_prune.json"))
+    written = report.export_data([replicates], dest)
+    relative = sorted(os.path.relpath(p, dest) for p in written)
+    assert len(relative) == 2 * 10 and "seed_1/rounds.csv" in relative
+    for path in relative:
+        with open(os.path.join(replicates, path), "rb") as a, open(os.path.join(dest, path), "rb") as b:
+            assert a.read() == b.read()
     a = report.curves(report.load_runs([replicates]))
     b = report.curves(report.load_runs([dest]))
     assert set(a) == set(b)
@@ -194,9 +137,38 @@ def test_export_data_copies_what_the_report_needs(replicates, tmp_path):
 
 def test_replicates_differing_in_more_than_seed_are_flagged(tmp_path):
     a = make_run(str(tmp_path / "a"), [0.8, 0.8, 0.8])
-    b = make_run(str(tmp_path / "b"), [0.8, 0.8, 0.8], rounds=4)
+    b = make_run(str(tmp_path / "b"), [0.8, 0.8, 0.8], fc_rate=0.3, seed=1)
     notes = report.consistency_notes(report.load_runs([a, b]))
-    assert len(notes) == 1 and "pruning.rounds" in notes[0]
+    assert len(notes) == 1 and "(fc_rate)" in notes[0] and "--compare" in notes[0]
+    # More rounds extend a search, other controls train beside the same ticket: still replicates.
+    c = make_run(str(tmp_path / "c"), [0.8, 0.8, 0.8, 0.8], rounds=4, rounds_in_summary=4, controls=(), seed=2)
+    assert report.consistency_notes(report.load_runs([a, c])) == []
+
+
+def test_version_1_summary_alone_is_read_in_todays_names(tmp_path):
+    path = make_version_1_summary_only(str(tmp_path / "old"), [0.80, 0.84, 0.86])
+    run = report.load_run(path)
+    assert run.config["model"]["model"] == "lenet_300_100" and run.config["pruning"]["pruning_scope"] == "layerwise"
+    assert run.config["pruning"]["retrain"] == "weight_rewind"  # what version 1 always did
+    assert run.files == ["summary.json"]
+    np.testing.assert_allclose(report.curves([run])["test_accuracy/main"].mean, [0.80, 0.84, 0.86])
+
+
+@pytest.mark.parametrize("name", ["lenet_fashion_mnist", "lenet_fashion_mnist_10_epochs"])
+def test_checked_in_reports_are_redrawn_from_their_version_1_data(name):
+    """The data/ folders were written before version 2 (config keys model.name, pruning.scope)."""
+    folder = os.path.join(os.path.dirname(__file__), os.pardir, "reports", name)
+    runs = report.load_runs([os.path.join(folder, "data")])
+    assert all(run.notes == [] and run.experiment.model.model == "lenet_300_100" for run in runs)
+    data = report.curves(runs)
+    with open(os.path.join(folder, "curves.json")) as f:
+        checked_in = json.load(f)
+    assert set(data) == set(checked_in)
+    for key, series in data.items():
+        for field in ("x", "mean", "low", "high", "count"):
+            np.testing.assert_allclose(getattr(series, field), checked_in[key][field], err_msg=f"{key} {field}")
+    with open(os.path.join(folder, "report.md")) as f:
+        assert report.table(runs) in f.read()
 
 
 def test_not_a_run_is_one_line_error(tmp_path):

@@ -3,6 +3,7 @@ summary row read back, and the rules that pick a round. Pure Python and NumPy, n
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -24,6 +25,17 @@ STAGE_KEYS = {
 }
 # Keys a stage file may lack: those added after version 1 of the layout.
 OPTIONAL_STAGE_KEYS = {"all_weights_remaining": float}
+_FINGERPRINT = re.compile(r"^[0-9a-f]{16}$")
+_SECTIONS = ("model", "data", "training", "pruning", "runtime")
+
+
+def check_ours(path: str, config: Any, fingerprint: Any) -> None:
+    """A record another tool wrote can pass for an empty config: tf_lottery always writes every
+    section and a 16-hex-digit fingerprint."""
+    missing = [s for s in _SECTIONS if not isinstance(config, dict) or not config.get(s)]
+    if missing or not isinstance(fingerprint, str) or not _FINGERPRINT.match(fingerprint):
+        what = f"sections {missing} missing" if missing else f"fingerprint {fingerprint!r}"
+        raise corrupt(path, f"is not a tf_lottery run record ({what})", "use another directory")
 
 
 def _is_number(value: Any) -> bool:

@@ -41,7 +41,7 @@ from tf_lottery.files import (  # noqa: F401  (re-exported: the run's own file h
     load_json, refuse_link, save_arrays,
 )
 from tf_lottery.run_checks import (  # noqa: F401
-    _check_value, check_history, check_masks, check_row, check_stage, check_weights, select_round, stage_row,
+    _check_value, check_history, check_masks, check_ours, check_row, check_stage, check_weights, select_round, stage_row,
 )
 
 MAIN = "main"
@@ -201,8 +201,7 @@ class RunDirectory:
         record = load_json(path)
         if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
             raise corrupt(path, "is not a tf_lottery run record (no 'config' object)", "use another output_dir")
-        if not isinstance(record.get("fingerprint"), str):
-            raise corrupt(path, "is not a tf_lottery run record (no fingerprint)", "use another output_dir")
+        check_ours(path, record["config"], record.get("fingerprint"))
         version = record.get("version", 1)
         if not isinstance(version, int) or version > config_lib.CONFIG_VERSION:
             raise corrupt(path, f"has layout version {version!r}, this tf_lottery reads up to {config_lib.CONFIG_VERSION}",

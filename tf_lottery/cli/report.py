@@ -1,8 +1,11 @@
 """lottery-report: plots and a Markdown table of one or more ticket searches.
 
-Reads only summary.json and the per-round JSON logs, so a finished run copied from another
-machine (or its `--data_out` copy) is enough. Several --run_dir flags, or a parent folder of
-replicates, are averaged with min-max error bars.
+Reads only config.json, summary.json and the per-round JSON logs (each checked first), so a
+finished run copied from another machine (or its `--data_out` copy) is enough. Several --run_dir
+flags, or a parent folder of replicates, are averaged with min-max error bars; with --compare,
+runs that differ in more than the seed are drawn as separate series instead (compare.png).
+Anything wrong (a damaged or foreign run, an unwritable --out) is one line on stderr, exit 1,
+and nothing written.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import sys
 
 from absl import app, flags
 
+from tf_lottery import branches
+
 FLAGS = flags.FLAGS
 
 flags.DEFINE_multi_string("run_dir", [], "A lottery-find output_dir, or a folder of replicates (repeatable).")
@@ -20,7 +25,20 @@ flags.DEFINE_list(
     "levels", ["100", "51.3", "21.1", "7.0", "3.6", "1.9"],
     "Percent of weights remaining whose training curves to draw (the nearest round each; paper's Figure 3).",
 )
-flags.DEFINE_string("data_out", None, "Also copy the small files the report reads (JSON, CSV) here, to share or check in.")
+flags.DEFINE_string(
+    "data_out", None,
+    "Also copy each run's small files here, to share or check in: config.json, summary.json, rounds.csv "
+    "and round_RR/<branch>.json (no checkpoints or masks); --run_dir=<this folder> redraws the report.",
+)
+flags.DEFINE_bool(
+    "compare", False,
+    "Draw runs that differ in more than the seed as separate series, labelled by the config fields where "
+    "they differ (e.g. retrain=lr_rewind), in compare.png and a comparison table; replicates still average.",
+)
+flags.DEFINE_list(
+    "branches", ["main"],
+    f"With --compare: the branches drawn for each search ({', '.join(branches.names())}).",
+)
 
 
 def _levels(values) -> list[float]:
@@ -38,21 +56,23 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from tf_lottery import report  # imports no TensorFlow
+    from tf_lottery.cli import errors
 
     try:
         if not FLAGS.run_dir:
             raise ValueError("no --run_dir given; pass a lottery-find output_dir (repeat the flag for several)")
+        if FLAGS["branches"].present and not FLAGS.compare:
+            raise ValueError("--branches chooses the series of --compare; add --compare, or drop --branches")
         command = "lottery-report " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        result = report.write_report(FLAGS.run_dir, FLAGS.out, _levels(FLAGS.levels), command=command)
-        copied = report.export_data(FLAGS.run_dir, FLAGS.data_out) if FLAGS.data_out else []
-    except ValueError as e:
-        print(f"lottery-report: error: {e}", file=sys.stderr)
-        return 1
+        result = report.write_report(FLAGS.run_dir, FLAGS.out, _levels(FLAGS.levels), command=command,
+                                     compare=FLAGS.compare, branches=FLAGS.branches, data_out=FLAGS.data_out)
+    except (ValueError, OSError) as e:
+        return errors.report("lottery-report", e)
     for note in result.notes:
         print(f"missing: {note}")
     print(f"report of {len(result.runs)} run(s): {', '.join(result.files)}")
-    if copied:
-        print(f"copied {len(copied)} data files to {FLAGS.data_out}")
+    if result.copied:
+        print(f"copied {len(result.copied)} data files to {FLAGS.data_out}")
     return 0
 
 
