@@ -26,11 +26,18 @@ def error_lines(stderr: str) -> list[str]:
     [
         (["--model=lenet_9000"], "unknown model 'lenet_9000'; known models: conv2, conv4, conv6, lenet_300_100"),
         (["--dataset=imagenet"], "unknown dataset 'imagenet'; known datasets: cifar10, fashion_mnist, mnist"),
-        (["--pruning_rate=1.5"], "pruning_rate=1.5 is outside the allowed range (0, 1)"),
-        (["--pruning_rate=0"], "pruning_rate=0.0 is outside the allowed range (0, 1)"),
-        (["--conv_pruning_rate=-0.1"], "conv_pruning_rate=-0.1 is outside the allowed range (0, 1)"),
+        (["--fc_rate=1.5"], "fc_rate=1.5 is outside the allowed range (0, 1)"),
+        (["--fc_rate=0"], "fc_rate=0.0 is outside the allowed range (0, 1)"),
+        (["--conv_rate=-0.1"], "conv_rate=-0.1 is outside the allowed range (0, 1)"),
+        (["--pruning_rate=0.3"], "--pruning_rate was renamed --fc_rate"),
+        (["--seed=4294967296"], "seed=4294967296 must be an integer in 0..4294967295"),
+        (["--output_dir="], "output_dir='' is empty"),
+        (["--validation_size=0"], "validation_size=0 must be an integer >= 1"),
+        (["--pruning_strategy=magic"], "unknown pruning_strategy 'magic'; allowed: magnitude, random"),
+        (["--optimizer=lbfgs"], "unknown optimizer 'lbfgs'; allowed: adam, adamw, sgd"),
+        (["--retrain=sometimes"], "unknown retrain 'sometimes'; allowed: weight_rewind, lr_rewind, finetune"),
         (["--rounds=0"], "rounds=0 must be an integer >= 1"),
-        (["--controls=random_reinit,lucky"], "unknown control 'lucky'; allowed: random_reinit, random_prune"),
+        (["--controls=random_reinit,lucky"], "unknown control 'lucky'; allowed: random_reinit, random_prune, sign_reinit"),
         (["--strategy=quantum"], "unknown strategy 'quantum'; allowed: default, one_device, mirrored"),
         (["--pruning_scope=radial"], "unknown pruning_scope 'radial'; allowed: layerwise, global"),
         (
@@ -41,10 +48,10 @@ def error_lines(stderr: str) -> list[str]:
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, flags, expected):
     out = tmp_path / "run"
-    result = run_find(*flags, f"--output_dir={out}", "--train_subset=500")
+    result = run_find(f"--output_dir={out}", "--train_subset=500", *flags)
     assert result.returncode != 0
     errors = error_lines(result.stderr)
-    assert len(errors) == 1, result.stderr
+    assert len(errors) == 1 and result.stderr.count("\n") == 1, result.stderr
     assert expected in errors[0]
     assert "Traceback" not in result.stderr
     assert not out.exists()
@@ -64,7 +71,7 @@ def test_output_dir_that_is_not_writable(tmp_path):
     result = run_find("--iterations=20", "--rounds=1", "--train_subset=300", f"--output_dir={blocker}/run")
     assert result.returncode != 0
     errors = error_lines(result.stderr)
-    assert len(errors) == 1 and "not writable" in errors[0], result.stderr
+    assert len(errors) == 1 and "cannot be created" in errors[0], result.stderr
     assert blocker.read_text() == "not a directory"
 
 

@@ -26,7 +26,7 @@ _TF_ENVIRONMENT_ERRORS = ("ResourceExhaustedError", "PermissionDeniedError", "Fa
                           "DataLossError", "NotFoundError", "AlreadyExistsError", "UnavailableError")
 
 
-def first_line(text: str, limit: int = 400) -> str:
+def first_line(text: str, limit: int = 2000) -> str:
     lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
     line = lines[0] if lines else ""
     return line if len(line) <= limit else line[: limit - 3] + "..."
