@@ -71,17 +71,14 @@ def search(strategy, splits, config, output_dir, callbacks=()):
 
 def main(out_path: str, workdir: str) -> None:
     splits = fashion_slice(train=2000, validation=500, test=1001)  # 1001: a last batch of 1 example
-    config = C.from_preset("lenet_300_100", "fast")
-    config = dataclasses.replace(
-        config,
-        training=dataclasses.replace(config.training, iterations=40, eval_every=20, checkpoint_every=20, batch_size=60),
-        pruning=dataclasses.replace(config.pruning, rounds=2, controls=("random_reinit", "random_prune")),
-    )
+    config = C.override(C.from_preset("lenet_300_100", "fast"), iterations=40, epochs=None, eval_every=20,
+                        checkpoint_every=20, batch_size=60, rounds=2, controls=("random_reinit", "random_prune"))
     mirrored = distribute.get_strategy(C.RuntimeConfig(strategy="mirrored"))
     invariants = ReplicaInvariants()
     ticket = search(mirrored, splits, config, os.path.join(workdir, "mirrored"), [invariants])
 
-    wrapped = ticket.model
+    ticket.rewound_model("last")
+    wrapped = ticket._search.model  # the search's own (mirrored) model, now at the sparsest ticket's rewind point
     kinds = {
         "kernel": pruning.prunable_layers(wrapped)[0].pruning_vars[0][0],
         "mask": pruning.prunable_layers(wrapped)[0].pruning_vars[0][1],

@@ -79,7 +79,8 @@ def main(out_prefix: str, output_dir: str) -> int:
         print(f"multi_worker_main: error: {e}", file=sys.stderr, flush=True)
         return 1
     arrays = {f"round{r}/{name}": mask for r, masks in enumerate(ticket.round_masks) for name, mask in masks.items()}
-    arrays.update({f"weight{i:03d}": v for i, v in enumerate(pruning.snapshot(ticket.model))})
+    ticket.rewound_model("last")
+    arrays.update({f"weight{i:03d}": v for i, v in enumerate(pruning.snapshot(ticket._search.model))})
     np.savez(out_prefix + ".npz", **arrays)
     report = {
         "is_chief": distribute.is_chief(strategy),

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from tf_lottery import config as C
 from tf_lottery import distribute
-from tf_lottery.experiment import RunDirectory
+from tf_lottery.run_directory import RunDirectory
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 PYTHON = sys.executable
@@ -281,9 +281,8 @@ def test_multi_worker_path_with_a_supplied_resolver(monkeypatch):
 
 
 def test_worker_timeout_is_validated():
-    config = C.ExperimentConfig(runtime=C.RuntimeConfig(worker_timeout=0))
-    with pytest.raises(ValueError, match=r"worker_timeout=0 must be a positive number of seconds"):
-        C.validate(config)
+    with pytest.raises(ValueError, match=r"worker_timeout=0 must be a positive number"):
+        C.RuntimeConfig(worker_timeout=0)
 
 
 # -- where a worker stands, and what it writes ---------------------------------------------------
@@ -310,7 +309,7 @@ def test_single_process_strategies_are_chief():
 
 def test_chief_writes_the_output_dir(tmp_path):
     with distribute.run_directory(str(tmp_path / "run"), FakeMultiWorker(TWO_WORKERS, "worker", 0)) as run:
-        assert run.path == str(tmp_path / "run") and run.writable
+        assert run.path == str(tmp_path / "run")
 
 
 def test_non_chief_writes_a_temporary_copy_and_removes_it(tmp_path, monkeypatch):
@@ -321,15 +320,17 @@ def test_non_chief_writes_a_temporary_copy_and_removes_it(tmp_path, monkeypatch)
     monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
     chief_dir = tmp_path / "run"
     config = C.ExperimentConfig()
-    RunDirectory(str(chief_dir)).prepare(config)
+    chief = RunDirectory(str(chief_dir))
+    chief.create({"version": C.CONFIG_VERSION, "config": config.to_dict(), "fingerprint": config.fingerprint()})
+    chief.unlock()
     (chief_dir / "initial.npz").write_bytes(b"theta_0")
     (chief_dir / "tensorboard").mkdir()
     before = sorted(os.listdir(chief_dir))
     with distribute.run_directory(str(chief_dir), FakeMultiWorker(TWO_WORKERS, "worker", 1)) as run:
-        assert run.path.startswith(str(tmp_path / "scratch")) and run.writable
+        assert run.path.startswith(str(tmp_path / "scratch"))
         # It resumes from the chief's state (config and arrays), without the chief's tensorboard logs.
-        assert run.prepare(config) is True
-        assert sorted(os.listdir(run.path)) == ["config.json", "initial.npz"]
+        assert run.exists() and run.read_record()["fingerprint"] == config.fingerprint()
+        assert sorted(os.listdir(run.path)) == [".lock", "config.json", "initial.npz"]
         run.save_weights("rewind.npz", [])
     assert sorted(os.listdir(chief_dir)) == before
     assert os.listdir(tmp_path / "scratch") == []
