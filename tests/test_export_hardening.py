@@ -136,7 +136,8 @@ def test_refused_options_write_nothing(flags, expect, run, tmp_path, capfd):
 
 
 def test_warmup_without_tensorflow_serving_api_is_refused_before_writing(run, tmp_path, capfd, monkeypatch):
-    monkeypatch.setitem(sys.modules, "tensorflow_serving", None)  # import fails as if not installed
+    for name in ("tensorflow_serving", "tensorflow_serving.apis"):
+        monkeypatch.setitem(sys.modules, name, None)  # importing them fails as if not installed
     base = tmp_path / "serving"
     base.mkdir()
     refused(capfd, run, base, "--model_name=lenet", "--warmup=3", expect="warmup requests need tensorflow-serving-api")
