@@ -288,7 +288,7 @@ def test_full_disk_simulated_leaves_nothing(run, tmp_path, capfd, monkeypatch):
     monkeypatch.setattr(files, "atomic_write_bytes", full)
     base = tmp_path / "serving"
     base.mkdir()
-    refused(capfd, run, base, "--model_name=lenet", expect="No space left on device (free some space)")
+    refused(capfd, run, base, "--model_name=lenet", expect=f"cannot write {base}/lenet/1: No space left on device (free some space)")
     assert os.listdir(base) == []
 
 

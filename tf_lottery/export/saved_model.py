@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import warnings
 from typing import Iterator, Union
 
 import numpy as np
@@ -51,13 +52,20 @@ class _Serving(tf.Module):
 
 @contextlib.contextmanager
 def disk_errors(path: str) -> Iterator[None]:
-    """TensorFlow's 'No space left on device' (a ResourceExhaustedError) as the OSError it is, naming `path`."""
+    """A full disk while writing version `path`, as an OSError naming `path` (not a temporary inside it).
+
+    TensorFlow reports it as a ResourceExhaustedError ("No space left on device"); Python as OSError.
+    """
     try:
         yield
     except tf.errors.ResourceExhaustedError as e:
         if "No space left on device" not in str(e):
             raise
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path) from e
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT) or e.filename == path:
+            raise
+        raise OSError(e.errno, e.strerror, path) from e
 
 
 def save(model: keras.Model, input_shape: tuple, path: str, model_output: str) -> None:
@@ -80,10 +88,12 @@ def tflite_bytes(dense_saved_model: str) -> bytes:
 
 def tflite_outputs(content_or_path: Union[bytes, str], images: np.ndarray, output: str = OUTPUT_NAMES[0]) -> np.ndarray:
     """One output (`logits` or `probabilities`) of a TFLite export through its `serving_default` runner."""
-    if isinstance(content_or_path, str):
-        interpreter = tf.lite.Interpreter(model_path=content_or_path)
-    else:
-        interpreter = tf.lite.Interpreter(model_content=content_or_path)
+    with warnings.catch_warnings():  # TF 2.18+ warns that tf.lite moves to ai_edge_litert; same interpreter
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated", category=UserWarning)
+        if isinstance(content_or_path, str):
+            interpreter = tf.lite.Interpreter(model_path=content_or_path)
+        else:
+            interpreter = tf.lite.Interpreter(model_content=content_or_path)
     runner = interpreter.get_signature_runner(SIGNATURE)
     return predict(lambda x: runner(**{INPUT_NAME: x})[output], images)
 

@@ -17,7 +17,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tf_lottery import pruning
-from tf_lottery.export import saved_model
+from tf_lottery.export import loading, saved_model
 from tf_lottery.export.layout import EXPORT_AGAIN, INPUT_NAME, SIGNATURE, TFLITE_FILE, TOLERANCE, WARMUP_FILE, read_metadata
 from tf_lottery.export.sparse_layers import decode_positions
 from tf_lottery.export.versions import directory_bytes
@@ -147,8 +147,6 @@ def _open_export(export_dir: str):
 
 def _reference_from_run(meta: dict, run_dir: Optional[str], images: Optional[np.ndarray]):
     """(reference, masks, images, label): the run's round recorded in the export, rebuilt, if the run is there."""
-    from tf_lottery.export import loading
-
     source = run_dir or meta.get("run_dir")
     if not source:
         return None, None, images, "no reference"
