@@ -3,6 +3,7 @@ model=, one line when that is impossible, softmax outputs served right, and neve
 
 import json
 import os
+import shutil
 
 import tf_lottery  # noqa: F401  (before TensorFlow: tf-keras)
 import numpy as np
@@ -115,8 +116,6 @@ def test_custom_layer_run_needs_model_and_says_so_in_one_line(tmp_path, capfd, i
 def test_user_run_recording_no_architecture_says_model_is_needed(cnn, tmp_path):
     run, _ = cnn
     copy = tmp_path / "run"
-    import shutil
-
     shutil.copytree(run, copy)
     record = json.loads((copy / "config.json").read_text())
     del record["architecture"]

@@ -120,6 +120,8 @@ def _check_options(export_base, model_name, format, warmup, version, overwrite) 
         raise ValueError(f"warmup={warmup!r} must be an integer in 0..{MAX_WARMUP} (TF Serving reads at most {MAX_WARMUP})")
     if warmup:
         saved_model.check_warmup_available()
+    if isinstance(export_base, os.PathLike):
+        export_base = os.fspath(export_base)
     if not isinstance(export_base, str) or not export_base:
         raise ValueError(f"export_base={export_base!r} must be a directory path")
     directory = versions.model_directory(export_base, model_name)

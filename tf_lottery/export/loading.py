@@ -81,6 +81,8 @@ def load_ticket(run_dir: str, round: Union[str, int] = "best", model: ModelSourc
 
 
 def _open_round(run_dir: str, which) -> tuple[RunDirectory, dict, int]:
+    if isinstance(run_dir, os.PathLike):
+        run_dir = os.fspath(run_dir)
     if not isinstance(run_dir, str) or not os.path.isdir(run_dir):
         raise ValueError(f"run_dir {run_dir!r} does not exist or is not a directory")
     run = RunDirectory(run_dir)
