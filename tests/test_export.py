@@ -1,7 +1,8 @@
 """Exports of real tickets (Lenet-300-100 and Conv-2 from short runs on Fashion-MNIST slices)."""
 
-import dataclasses
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,25 +11,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_lottery import config as C
 from tf_lottery import export as E
 from tf_lottery import pruning
+from tf_lottery.export import saved_model
 
+from export_helpers import cli, make_run, program
 from fashion_slices import as_float, fashion_slice
 
 BIN = os.path.dirname(sys.executable)
 
 
 def _run(tmp_path_factory, model, rounds, rate, iterations):
-    splits = fashion_slice(train=2000, validation=200, test=300)
-    cfg = C.from_preset(model, "fast")
-    cfg = dataclasses.replace(
-        cfg,
-        training=dataclasses.replace(cfg.training, iterations=iterations, eval_every=iterations, checkpoint_every=0),
-        pruning=dataclasses.replace(cfg.pruning, rounds=rounds, fc_rate=rate, conv_rate=rate),
-    )
     out = str(tmp_path_factory.mktemp(model) / "run")
-    tf_lottery.find_ticket(config=cfg, splits=splits, output_dir=out, log=lambda line: None)
+    make_run(out, model, rounds=rounds, rate=rate, iterations=iterations, train=2000)
     return out
 
 
@@ -133,17 +128,15 @@ def test_warmup_requests_are_prediction_logs_that_replay(lenet_run, images, tmp_
     assert result.verification.warmup_records == 4
 
 
-def test_saved_model_cli_shows_and_runs_the_export(lenet_run, images, tmp_path):
+def test_saved_model_cli_runs_the_export(lenet_run, images, tmp_path):
+    # `saved_model_cli run` loads through the SavedModel bundle loader TF Serving uses; the signature
+    # it needs (names, shapes) is checked in-process above, so `show` is not run too.
     result = E.export_ticket(lenet_run, str(tmp_path / "s"), round=3, format="sparse", images=images)
-    cli = os.path.join(BIN, "saved_model_cli")
-    shown = subprocess.run([cli, "show", "--dir", result.path, "--all"], capture_output=True, text=True, check=True)
-    for word in ("serving_default", "images", "logits", "probabilities", "(-1, 28, 28, 1)"):
-        assert word in shown.stdout
     np.save(tmp_path / "x.npy", images[:8])
     out = tmp_path / "out"
     subprocess.run(
-        [cli, "run", "--dir", result.path, "--tag_set", "serve", "--signature_def", "serving_default",
-         "--inputs", f"images={tmp_path / 'x.npy'}", "--outdir", str(out)],
+        [os.path.join(BIN, "saved_model_cli"), "run", "--dir", result.path, "--tag_set", "serve",
+         "--signature_def", "serving_default", "--inputs", f"images={tmp_path / 'x.npy'}", "--outdir", str(out)],
         capture_output=True, text=True, check=True,
     )
     _, expected = _ticket_logits(lenet_run, 3, images[:8])
@@ -181,28 +174,32 @@ def test_verify_reports_signature_sparsity_size_and_agreement(lenet_run, images,
 
 
 @pytest.mark.slow
-def test_cli_exports_then_verifies(lenet_run, tmp_path):
-    exe = os.path.join(BIN, "lottery-export")
+def test_cli_exports_then_verifies(lenet_run, tmp_path, capfd):
     base = str(tmp_path / "serving")
-    done = subprocess.run(
-        [exe, f"--run_dir={lenet_run}", "--round=3", f"--export_base={base}", "--format=sparse", "--warmup=2"],
-        capture_output=True, text=True,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "exported version 1" in done.stdout and "OK" in done.stdout
-    checked = subprocess.run([exe, f"--verify={base}/1"], capture_output=True, text=True)
-    assert checked.returncode == 0 and "warmup: 2 PredictionLog records" in checked.stdout
-    refused = subprocess.run(
-        [exe, f"--run_dir={lenet_run}", "--round=3", f"--export_base={base}", "--version=1"],
-        capture_output=True, text=True,
-    )
-    assert refused.returncode != 0
-    ours = [line for line in refused.stderr.splitlines() if line.startswith("lottery-export")]
-    assert "Traceback" not in refused.stderr
-    assert ours == [
+    code, out, err = cli(capfd, f"--run_dir={lenet_run}", "--round=3", f"--export_base={base}", "--format=sparse", "--warmup=2")
+    assert code == 0, err
+    assert "exported version 1" in out and "OK" in out
+    code, out, err = cli(capfd, f"--verify={base}/1")
+    assert code == 0 and "warmup: 2 PredictionLog records" in out and err == []
+    before = os.listdir(base)
+    refused = program(f"--run_dir={lenet_run}", "--round=3", f"--export_base={base}", "--version=1")
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines() == [  # exactly one line: no TensorFlow start-up lines, no traceback
         f"lottery-export: error: version directory {base}/1 already exists; pass overwrite (--overwrite) "
         "to replace it or choose another version"
     ]
+    assert os.listdir(base) == before
+
+
+def test_run_from_before_the_model_record_rebuilds_the_zoo_model(lenet_run, images, tmp_path):
+    old = tmp_path / "run"
+    shutil.copytree(lenet_run, old)
+    record = json.loads((old / "config.json").read_text())
+    del record["model"], record["architecture"]  # what runs written before 0.2 hold
+    (old / "config.json").write_text(json.dumps(record))
+    result = E.export_ticket(str(old), str(tmp_path / "s"), round=2, images=images)
+    assert result.verification.ok and E.read_metadata(result.path)["model"] == "lenet_300_100"
+    np.testing.assert_allclose(_logits(result.path, images), _ticket_logits(lenet_run, 2, images)[1], rtol=0, atol=1e-5)
 
 
 # -- bad input ---------------------------------------------------------------------------------
@@ -253,7 +250,11 @@ def test_failed_export_leaves_no_version_directory(lenet_run, images, tmp_path, 
             f.write(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(E, "_write_warmup", broken)
+    monkeypatch.setattr(saved_model, "write_warmup", broken)
+    with pytest.raises(OSError, match="disk full"):
+        E.export_ticket(lenet_run, str(base), round=3, warmup=3, images=images)
+    assert not base.exists()  # the export made export_base, so it removed it again
+    base.mkdir()
     with pytest.raises(OSError, match="disk full"):
         E.export_ticket(lenet_run, str(base), round=3, warmup=3, images=images)
     assert os.listdir(base) == []
@@ -280,7 +281,7 @@ def test_bad_format_warmup_and_version(lenet_run, tmp_path):
     for kwargs, message in (
         ({"format": "csr"}, "unknown format 'csr'; allowed: dense, sparse"),
         ({"warmup": 1001}, "warmup=1001 must be an integer in 0..1000"),
-        ({"version": 0}, "version=0 must be an integer >= 1"),
+        ({"version": 0}, r"version=0 must be an integer in 1..9223372036854775807"),
     ):
         with pytest.raises(ValueError, match=message):
             E.export_model(ticket.wrapped, str(tmp_path / "b"), **kwargs)

@@ -3,7 +3,8 @@
   lottery-export --run_dir=runs/lenet --round=best --export_base=serving/lenet --format=sparse --warmup=10
   lottery-export --verify=serving/lenet/1
 
-Errors in the input are reported in one line with a non-zero exit code.
+Errors in the input or the environment (a damaged run, a full or read-only disk) are reported in
+one line on stderr with exit code 1; an interrupted export publishes nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from absl import app, flags, logging
 
 import tf_lottery  # noqa: F401  (quiets TensorFlow's C++ logs before TensorFlow loads)
-from tf_lottery.cli import common
+from tf_lottery.cli import common, errors
 
 FLAGS = flags.FLAGS
 
@@ -33,6 +34,7 @@ flags.DEFINE_bool("verbose", False, "Also show TensorFlow's start-up log lines o
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    common.raise_on_sigterm()
     common.quiet_tensorflow(FLAGS.verbose)
     from tf_lottery import export
 
@@ -55,12 +57,11 @@ def main(argv):
             tflite=FLAGS.tflite,
             overwrite=FLAGS.overwrite,
         )
-    except ValueError as e:
-        print(f"lottery-export: error: {e}", file=sys.stderr)
-        return 1
-    except RuntimeError as e:
-        print(f"lottery-export: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt as e:
+        print("lottery-export: interrupted; an unfinished version is never published", file=sys.stderr)
+        return common.interrupted_status(e)
+    except Exception as e:  # noqa: BLE001  (user errors and environment failures: one line each; bugs re-raised)
+        return errors.report("lottery-export", e)
     print(result.verification.report())
     print(f"exported version {result.version} to {result.path}")
     return 0
