@@ -70,9 +70,11 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(directory)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None:
+            raise OSError(e.errno, e.strerror, path) from e  # name the file, not its temporary
         raise
 
 

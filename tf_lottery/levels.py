@@ -252,7 +252,10 @@ class Search:
             trained = self.train_ticket(level, masks)
             for name in self.config.pruning.controls if level > 0 else ():
                 trained = self.train_branch(level, name, masks) or trained
-            rows = self.write_summary(record)
+            if trained or level == self.config.pruning.rounds - 1:
+                rows = self.write_summary(record)  # a pure resume pass rewrites nothing on its way
+            else:
+                rows = self.rows()
             if level < len(rows):
                 if trained:
                     _write_tensorboard_round(self.run, rows[level])
@@ -275,7 +278,14 @@ class Search:
                 checkpoints.check_readable(run.checkpoint_prefix(level), f"delete {run.round_dir(level)} to retrain round {level}")
         state = run.load_progress(max(self.total, 2))
         if state is not None:
-            checkpoints.check_readable(run.progress_prefix, f"delete {run.progress_dir} to restart that network")
+            fix = f"delete {run.progress_dir} to restart that network from its beginning"
+            checkpoints.check_readable(run.progress_prefix, fix)
+            step = checkpoints.progress_step(run.progress_prefix)
+            if step != state["iteration"]:
+                raise CorruptRunError(f"{run.progress_dir}/state.json says iteration {state['iteration']} but its "
+                                      f"checkpoint holds iteration {step}; {fix}")
+        if self.config.pruning.rewind_step > 0 and os.path.lexists(run.stage_file(0, MAIN)):
+            self.rewind_weights()  # a finished round 0 must have recorded its rewind point
 
 
 def _write_tensorboard_round(run: RunDirectory, row: dict) -> None:
