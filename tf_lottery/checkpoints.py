@@ -75,10 +75,12 @@ def restore_progress(run: RunDirectory, state: dict, model) -> None:
 def progress_step(prefix: str) -> int:
     """The optimizer's step counter stored in a mid-training checkpoint (state.json's second witness)."""
     reader = tf.train.load_checkpoint(prefix)
-    keys = [k for k in reader.get_variable_to_shape_map() if k.startswith("optimizer/iter")]
-    if len(keys) != 1:
+    suffixes = ("/_iterations/.ATTRIBUTES/VARIABLE_VALUE", "/iter/.ATTRIBUTES/VARIABLE_VALUE")  # current, legacy
+    keys = sorted((k for k in reader.get_variable_to_shape_map() if k.startswith("optimizer/") and k.endswith(suffixes)),
+                  key=len)
+    if not keys:
         raise CorruptRunError(f"{prefix} holds no optimizer step counter; delete its folder to restart that network")
-    return int(reader.get_tensor(keys[0]))
+    return int(reader.get_tensor(keys[0]))  # the outermost optimizer's (a LossScaleOptimizer wraps another)
 
 
 def _restore(checkpoint: tf.train.Checkpoint, prefix: str, fix: str) -> None:

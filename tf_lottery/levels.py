@@ -103,11 +103,20 @@ class Search:
         return strategies.expected_counts(self.config.pruning, self.kinds, sizes, level)
 
     def load_masks(self, level: int) -> Optional[dict]:
+        """Round `level`'s mask, checked: 0/1 values, shapes, survivors per layer (or per pool), and no
+        weight revived that the previous level pruned (iterative magnitude-style pruning only)."""
         counts = self.counts(level)
         masks = self.run.load_masks(level, self.shapes, counts["layers"] if "pool" not in counts else None)
-        if masks is None or "pool" not in counts:
-            return masks
+        if masks is None:
+            return None
         path = self.run.masks_file(level)
+        nested = self.config.pruning.schedule == "iterative" and not strategies.get(self.config.pruning.pruning_strategy).at_init
+        if level > 1 and nested:
+            previous = self.run.load_masks(level - 1, self.shapes)  # itself checked when its level is read
+            if previous is not None and not mask_math.is_subset(masks, previous):
+                raise CorruptRunError(f"{path} keeps weights that round {level - 1} pruned; delete it to recompute")
+        if "pool" not in counts:
+            return masks
         layers = counts["layers"]
         for name, count in layers.items():
             if int(np.count_nonzero(masks[name])) != count:
