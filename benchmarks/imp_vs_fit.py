@@ -2,8 +2,9 @@
 
 Rounds: both sides train the same network on the same batches (training.train_batches over real
 Fashion-MNIST, 55,000 training examples) for the same iterations and evaluate validation and
-test once at the end. The IMP side is what the driver runs for one round: the wrapped model, a
-fresh masked optimizer, LotteryCallback, training.train, then pruning and rewinding. Sides
+test once at the end. The IMP side is what the driver runs for one round: the wrapped model
+(whose masked kernels carry the keep-pruned constraint, applied after every optimizer update),
+a fresh optimizer, training.train, then pruning (strategies.prune) and rewinding. Sides
 alternate in one process after one warm-up each; medians are compared.
 
 Steps: on a shared machine whole-round wall times drift with the load, so the per-step cost is
@@ -12,6 +13,7 @@ so that both see the same load; medians over thousands of steps are compared.
 
     python benchmarks/imp_vs_fit.py --epochs 2 --repeats 5
     python benchmarks/imp_vs_fit.py --epochs 2 --repeats 5 --paper_eval    # + evaluation every 100
+    python benchmarks/imp_vs_fit.py --steps 3000 --skip_rounds --variants     # + other masking mechanics
 """
 
 from __future__ import annotations
@@ -21,15 +23,14 @@ import math
 import statistics
 import time
 
-import tf_lottery  # first: it selects tf-keras before TensorFlow loads
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 import tf_lottery_models as zoo
 from tf_lottery import data as data_lib
-from tf_lottery import pruning, training
-from tf_lottery.config import TrainingConfig
+from tf_lottery import pruning, strategies, training
+from tf_lottery.config import PruningConfig, TrainingConfig
 
 BATCH = 60
 SEED = 0
@@ -50,14 +51,30 @@ def plain_model(jit_compile=False, model=None):
     return model
 
 
-def imp_model(jit_compile=False, tfmot_per_step=False, model=None):
-    """The driver's model: wrapped, with a fresh masked optimizer (training.compile_for_round)."""
+def imp_model(jit_compile=False, variant="constraint", model=None):
+    """The driver's model: wrapped (keep-pruned constraint on every masked kernel), a fresh optimizer.
+
+    Variants, for comparison: "tfmot_per_step" puts back TF-MOT's own per-step mask update and
+    weight*mask assignment; "gradient_mask" masks gradients in the optimizer instead of the
+    constraint (tf_lottery 0.1's mechanics, which a reused optimizer's state could defeat).
+    """
     model = model or pruning.wrap(lenet())
-    if tfmot_per_step:
-        # Put back TF-MOT's own per-step mask update and weight*mask assignment (before the fix).
+    optimizer = training.make_optimizer(TrainingConfig(learning_rate=1.2e-3))
+    if variant == "tfmot_per_step":
         for wrapper in pruning.prunable_layers(model):
             del wrapper.pruning_obj.weight_mask_op, wrapper.pruning_obj.conditional_mask_update
-    optimizer = pruning.masked_optimizer(training.make_optimizer(TrainingConfig(learning_rate=1.2e-3)), model)
+    if variant == "gradient_mask":
+        for p in pruning.prunables(model):
+            for component in getattr(p.kernel, "values", (p.kernel,)):
+                component._constraint = None  # noqa: SLF001
+        masks = {id(p.kernel): p.mask for p in pruning.prunables(model)}
+
+        class GradientMasked(type(optimizer)):
+            def apply_gradients(self, grads_and_vars, *args, **kwargs):
+                pairs = [(g * masks[id(v)] if id(v) in masks else g, v) for g, v in grads_and_vars]
+                return super().apply_gradients(pairs, *args, **kwargs)
+
+        optimizer = GradientMasked.from_config(optimizer.get_config())
     model.compile(optimizer, loss(), metrics=["accuracy"], jit_compile=jit_compile)
     return model
 
@@ -77,7 +94,6 @@ def imp_round(splits, sets, iterations, eval_every, jit_compile):
     model = pruning.wrap(lenet())
     started = time.perf_counter()
     model = imp_model(jit_compile, model=model)
-    lottery = tf_lottery.LotteryCallback(fc_rate=0.2, prune_at_train_end=False)
     training.train(
         model,
         lambda i: training.train_batches(splits.train_images, splits.train_labels, BATCH, SEED, i),
@@ -85,9 +101,10 @@ def imp_round(splits, sets, iterations, eval_every, jit_compile):
         sets[1],
         total_iterations=iterations,
         eval_every=eval_every,
-        callbacks=[lottery],
     )
-    lottery.end_round()
+    inputs = strategies.PruneInputs(kinds=pruning.layer_kinds(model), kernels=pruning.get_kernels(model),
+                                    masks=pruning.get_masks(model), level=1, seed=SEED)
+    pruning.set_masks(model, strategies.prune(PruningConfig(), inputs))
     seconds = time.perf_counter() - started
     assert pruning.count_pruned_nonzero(model) == 0
     return seconds
@@ -128,8 +145,13 @@ def compare_steps(args, splits):
     images = splits.train_images[:6000].astype(np.float32) / 255.0
     batches = tf.data.Dataset.from_tensor_slices((images, splits.train_labels[:6000])).batch(BATCH).cache().repeat()
     models = {"plain fit": plain_model(args.jit_compile), "IMP round": imp_model(args.jit_compile)}
-    if args.tfmot_per_step:
-        models["TF-MOT per-step"] = imp_model(args.jit_compile, tfmot_per_step=True)
+    if args.variants:
+        models["TF-MOT per-step"] = imp_model(args.jit_compile, "tfmot_per_step")
+        models["gradient mask"] = imp_model(args.jit_compile, "gradient_mask")
+    for name, model in models.items():
+        if name != "plain fit":  # half the weights pruned, so the masking has work to do
+            pruning.set_masks(model, {n: (np.random.default_rng(0).random(m.shape) < 0.5).astype(np.float32)
+                                      for n, m in pruning.get_masks(model).items()})
     iterators, times = {}, {name: [] for name in models}
     for name, model in models.items():
         model.fit(batches, epochs=1, steps_per_epoch=20, verbose=0)  # traces train_function
@@ -154,7 +176,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=2000, help="interleaved steps (0: skip)")
     parser.add_argument("--paper_eval", action="store_true", help="also time a round evaluating every 100 iterations")
-    parser.add_argument("--tfmot_per_step", action="store_true", help="also time TF-MOT's per-step masking (steps)")
+    parser.add_argument("--variants", action="store_true",
+                        help="also time TF-MOT's per-step masking and gradient masking (steps)")
     parser.add_argument("--jit_compile", action="store_true", help="XLA-compile both sides")
     parser.add_argument("--skip_rounds", action="store_true")
     args = parser.parse_args()

@@ -51,7 +51,7 @@ class KeepPruned:
     def __call__(self, weight):
         if self.inner is not None:
             weight = self.inner(weight)
-        return tf.where(self.mask > 0, weight, tf.zeros_like(weight))
+        return weight * tf.cast(self.mask, weight.dtype)  # masks are exactly 0 or 1 (checked when read back)
 
 
 @dataclasses.dataclass(frozen=True)
