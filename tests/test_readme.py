@@ -1,0 +1,148 @@
+"""README.md as a contract: every fenced block is run, or checked as far as this machine allows.
+
+The line before each fence may carry a marker `<!-- readme-test: KIND (why) -->`:
+  run        execute it (the default for Python blocks): Python blocks as scripts, other blocks line by
+             line as shell commands; `lottery-*` commands are shrunk by appending flags (below), which
+             override the README's own values because absl keeps the last value of a flag;
+  flags-only a command this machine cannot run (GPUs, Docker, several machines): every `--flag` of
+             its `lottery-*` lines must be a flag of that program;
+  output     sample output, not run; quickstart: the two Quickstart commands (CI runs them);
+  skip       a Python block that needs a server; it must compile.
+Runnable blocks execute in README order in one working directory, so a block may use what an
+earlier one made (`runs/lenet` for the export examples). A block without a marker that is not
+Python fails the test: every block must say what it is.
+"""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+MARKER = re.compile(r"^<!-- readme-test: (\w[\w-]*)(?: \((.*)\))? -->$")
+KINDS = ("run", "flags-only", "output", "quickstart", "skip")
+# Appended to the README's commands: a few iterations on a slice of Fashion-MNIST.
+SHRINK = {
+    "lottery-find": ["--rounds=2", "--iterations=20", "--eval_every=10", "--checkpoint_every=10", "--train_subset=600"],
+    "lottery-instability": ["--levels=0,1", "--rewind_steps=0,5", "--points=3"],
+}
+PROGRAMS = {"lottery-find": "find", "lottery-export": "export", "lottery-report": "report",
+            "lottery-instability": "instability"}
+ENV = dict(os.environ, TF_LOTTERY_OFFLINE="1")
+
+
+def blocks():
+    """(line number, language, kind, text) of every fenced block."""
+    lines = README.read_text().splitlines()
+    out, i = [], 0
+    while i < len(lines):
+        if lines[i].startswith("```"):
+            language = lines[i][3:].strip()
+            marker = MARKER.match(lines[i - 1].strip()) if i else None
+            end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
+            kind = marker.group(1) if marker else ("run" if language == "python" else None)
+            out.append((i + 1, language, kind, "\n".join(lines[i + 1:end])))
+            i = end + 1
+        else:
+            i += 1
+    return out
+
+
+def commands(text):
+    """The command lines of a shell block (comments, blank and `export` lines left out)."""
+    for line in text.replace("\\\n", " ").splitlines():
+        line = line.split(" # ")[0].strip()
+        if line and not line.startswith("#"):
+            yield line
+
+
+_FLAGS = {}
+
+
+def known_flags(program: str) -> set:
+    if program not in _FLAGS:
+        result = subprocess.run([sys.executable, "-m", f"tf_lottery.cli.{PROGRAMS[program]}", "--helpfull"],
+                                capture_output=True, text=True, timeout=300, env=ENV)
+        _FLAGS[program] = set(re.findall(r"--(?:\[no\])?([a-z_0-9]+)", result.stdout))
+    return _FLAGS[program]
+
+
+def test_every_block_says_what_it_is():
+    unmarked = [(line, language) for line, language, kind, _ in blocks() if kind not in KINDS]
+    assert unmarked == [], f"fenced blocks without a readme-test marker (line, language): {unmarked}"
+
+
+def test_the_quickstart_is_two_commands_and_ci_runs_the_second():
+    quick = [text for _, _, kind, text in blocks() if kind == "quickstart"]
+    assert len(quick) == 1 and len(quick[0].splitlines()) == 2
+    setup, tests = quick[0].splitlines()
+    assert setup.startswith("bash scripts/setup.sh && .venv/bin/lottery-find ")
+    assert tests == "bash scripts/setup.sh --test && .venv/bin/python -m pytest -q tests"
+    assert "sed -n 2p" in (ROOT / ".ci" / "run").read_text()  # .ci/run runs the README's second line
+
+
+def test_no_placeholder_is_left():
+    assert not re.search(r"\b[A-Z]+_[A-Z_]+(LINE|TIMING|COST|SUMMARY)\b", README.read_text())
+
+
+def test_flags_of_commands_that_cannot_run_here_exist():
+    checked = 0
+    for line_number, _, kind, text in blocks():
+        if kind not in ("flags-only", "run", "quickstart"):
+            continue
+        for command in commands(text):
+            words = shlex.split(command)
+            program = next((w.split("/")[-1] for w in words if w.split("/")[-1] in PROGRAMS), None)
+            if program is None:
+                continue
+            flags = {w[2:].split("=")[0] for w in words if w.startswith("--")}
+            unknown = flags - known_flags(program)
+            assert not unknown, f"README line {line_number}: {program} has no flags {sorted(unknown)}"
+            checked += 1
+    assert checked >= 15
+
+
+def test_the_flag_table_names_real_flags():
+    table = README.read_text().split("## Command line")[1].split("### The run directory")[0]
+    named = set(re.findall(r"`--([a-z_]+)`", table))
+    assert len(named) > 30 and named <= known_flags("lottery-find")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("readme")
+
+
+def runnable():
+    return [(line, language, text) for line, language, kind, text in blocks() if kind == "run"]
+
+
+@pytest.mark.parametrize("line, language, text", runnable(), ids=[f"line{b[0]}" for b in runnable()])
+def test_a_runnable_block_runs(line, language, text, workdir):
+    if language == "python":
+        result = subprocess.run([sys.executable, "-c", text], cwd=workdir, capture_output=True, text=True,
+                                timeout=900, env=ENV)
+        assert result.returncode == 0, f"README line {line}:\n{result.stderr[-3000:]}"
+        return
+    for command in commands(text):
+        words = shlex.split(command)
+        program = words[0].split("/")[-1]
+        if program in PROGRAMS:
+            words = [sys.executable, "-m", f"tf_lottery.cli.{PROGRAMS[program]}"] + words[1:] + SHRINK.get(program, [])
+        elif program == "saved_model_cli":
+            words = [str(Path(sys.executable).parent / "saved_model_cli")] + words[1:]
+        result = subprocess.run(words, cwd=workdir, capture_output=True, text=True, timeout=900, env=ENV)
+        assert result.returncode == 0, f"README line {line}: {command}\n{result.stderr[-3000:]}"
+
+
+def test_skipped_python_blocks_compile():
+    for line, language, kind, text in blocks():
+        if kind == "skip" and language == "python":
+            compile(text, f"README.md:{line}", "exec")
