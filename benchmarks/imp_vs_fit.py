@@ -29,7 +29,7 @@ import tf_keras as keras
 
 import tf_lottery_models as zoo
 from tf_lottery import data as data_lib
-from tf_lottery import pruning, strategies, training
+from tf_lottery import inputs, pruning, strategies, training
 from tf_lottery.config import PruningConfig, TrainingConfig
 
 BATCH = 60
@@ -83,7 +83,7 @@ def plain_fit(splits, sets, iterations, eval_every, jit_compile):
     model = lenet()  # built outside the clock on both sides: a search builds and wraps once
     started = time.perf_counter()
     model = plain_model(jit_compile, model)
-    batches = training.train_batches(splits.train_images, splits.train_labels, BATCH, SEED)
+    batches = inputs.train_batches(splits.train_images, splits.train_labels, BATCH, SEED)
     history = []
     evaluator = training._PeriodicEvaluation(sets[0], sets[1], history)  # same evaluation work
     model.fit(batches, epochs=iterations // eval_every, steps_per_epoch=eval_every, callbacks=[evaluator], verbose=0)
@@ -96,7 +96,7 @@ def imp_round(splits, sets, iterations, eval_every, jit_compile):
     model = imp_model(jit_compile, model=model)
     training.train(
         model,
-        lambda i: training.train_batches(splits.train_images, splits.train_labels, BATCH, SEED, i),
+        lambda i: inputs.train_batches(splits.train_images, splits.train_labels, BATCH, SEED, i),
         sets[0],
         sets[1],
         total_iterations=iterations,
@@ -113,8 +113,8 @@ def imp_round(splits, sets, iterations, eval_every, jit_compile):
 def compare_rounds(args, splits):
     iterations = args.epochs * math.ceil(len(splits.train_images) / BATCH)
     sets = (
-        training.eval_batches(splits.validation_images, splits.validation_labels),
-        training.eval_batches(splits.test_images, splits.test_labels),
+        inputs.eval_batches(splits.validation_images, splits.validation_labels),
+        inputs.eval_batches(splits.test_images, splits.test_labels),
     )
     print(f"rounds: {iterations} iterations of {BATCH}, evaluation at the end, jit_compile={args.jit_compile}")
     sides = {

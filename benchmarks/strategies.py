@@ -2,8 +2,8 @@
 
 Each strategy runs in fresh processes (logical devices and clusters must be set before TF starts):
 default on one device, mirrored on 2 logical CPU devices, multi_worker as 2 local processes on
-127.0.0.1. The model, masked optimizer and input pipeline are tf_lottery's own (`wrap`,
-`compile_for_round`, `train_batches`); the batch size is global. Prints steps/s and the ratio to
+127.0.0.1. The model, optimizer and input pipeline are tf_lottery's own (`wrap` with its
+keep-pruned constraint, `training.make_optimizer`, `inputs.train_batches`); the batch size is global. Prints steps/s and the ratio to
 default side by side, per batch size.
 
   python benchmarks/strategies.py --steps=300 --batch_sizes=60,600
@@ -36,19 +36,20 @@ def measure(strategy_name: str, batch_size: int, steps: int, warmup: int) -> dic
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from tf_lottery import config as C
-    from tf_lottery import distribute, pruning, training
+    from tf_lottery import distribute, inputs, pruning, training
 
     import tf_lottery_models as zoo
     from tf_lottery import data
 
     strategy = distribute.get_strategy(C.RuntimeConfig(strategy=strategy_name, worker_timeout=120))
     splits = data.load("fashion_mnist", source="local")
-    train = training.train_batches(splits.train_images[:10000], splits.train_labels[:10000], batch_size, seed=0)
+    train = inputs.train_batches(splits.train_images[:10000], splits.train_labels[:10000], batch_size, seed=0)
     if distribute.num_workers(strategy) > 1:
         train = distribute.shard_by_data(train)
     with strategy.scope():
         model = pruning.wrap(zoo.get_builder("lenet_300_100")((28, 28, 1), seed=0))
-        training.compile_for_round(model, C.TrainingConfig(batch_size=batch_size))
+        config = C.TrainingConfig(batch_size=batch_size)
+        training.default_objective(model, one_hot=False).compile(model, training.make_optimizer(config))
     model.fit(train, epochs=1, steps_per_epoch=warmup, verbose=0)
     started = time.perf_counter()
     model.fit(train, epochs=1, steps_per_epoch=steps, verbose=0)

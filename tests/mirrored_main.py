@@ -23,7 +23,7 @@ import tf_keras as keras  # noqa: E402
 import tf_lottery_models as zoo  # noqa: E402
 from fashion_slices import fashion_slice  # noqa: E402
 from tf_lottery import config as C  # noqa: E402
-from tf_lottery import distribute, pruning, training  # noqa: E402
+from tf_lottery import distribute, inputs, pruning, training  # noqa: E402
 
 
 class ReplicaInvariants(keras.callbacks.Callback):
@@ -95,7 +95,7 @@ def main(out_path: str, workdir: str) -> None:
         np.array_equal(a, b) for a, b in zip(pruning.snapshot(wrapped), _masked(wrapped, ticket.initial_weights))
     )
 
-    test = training.eval_batches(splits.test_images, splits.test_labels)
+    test = inputs.eval_batches(splits.test_images, splits.test_labels)
     distributed_eval = wrapped.evaluate(test, verbose=0, return_dict=True)
     reference_eval = plain_evaluation(wrapped, test)
 

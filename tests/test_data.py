@@ -324,53 +324,6 @@ def tiny_splits(train=10, validation=5, test=7):
     return data.Splits(train_x, train_y, val_x, val_y, test_x, test_y, num_classes=10, source="test", name="tiny")
 
 
-def test_make_datasets_scales_and_evaluates_every_example_in_order():
-    splits = tiny_splits(validation=1500, test=7)
-    train, validation, test = data.make_datasets(splits, batch_size=4, seed=0)
-    images, _ = next(iter(train))
-    assert images.dtype.name == "float32"
-    for ds, (expected_x, expected_y) in [
-        (validation, (splits.validation_images, splits.validation_labels)),
-        (test, (splits.test_images, splits.test_labels)),
-    ]:
-        batches = list(ds.as_numpy_iterator())
-        x = np.concatenate([b[0] for b in batches])
-        y = np.concatenate([b[1] for b in batches])
-        assert x.dtype == np.float32 and x.min() >= 0.0 and x.max() <= 1.0
-        np.testing.assert_allclose(x, expected_x / 255.0, rtol=1e-6)
-        np.testing.assert_array_equal(y, expected_y)
-    assert [len(b[1]) for b in validation.as_numpy_iterator()] == [1000, 500]
-
-
-def test_train_repeats_reshuffles_keeps_remainder_and_is_deterministic():
-    splits = tiny_splits(train=10)
-    train, _, _ = data.make_datasets(splits, batch_size=4, seed=3)
-    labels = [y for _, y in train.take(9).as_numpy_iterator()]
-    assert [len(y) for y in labels] == [4, 4, 2] * 3  # three full passes, remainder kept
-    epochs = [np.concatenate(labels[i : i + 3]) for i in (0, 3, 6)]
-    for epoch in epochs:
-        assert sorted(epoch) == list(range(10))
-    assert not all(np.array_equal(epochs[0], other) for other in epochs[1:])
-
-    again, _, _ = data.make_datasets(splits, batch_size=4, seed=3)
-    for first, second in zip(labels, [y for _, y in again.take(9).as_numpy_iterator()]):
-        np.testing.assert_array_equal(first, second)
-    other, _, _ = data.make_datasets(splits, batch_size=4, seed=4)
-    other_labels = [y for _, y in other.take(9).as_numpy_iterator()]
-    assert not all(np.array_equal(a, b) for a, b in zip(labels, other_labels))
-
-    whole, _, _ = data.make_datasets(splits, batch_size=4, seed=3)
-    images, _ = next(iter(whole.take(3).unbatch().batch(10)))
-    assert float(np.max(images)) == 1.0 and float(np.min(images)) >= 0.0
-
-
-def test_make_datasets_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="batch_size=0"):
-        data.make_datasets(tiny_splits(), batch_size=0, seed=0)
-    with pytest.raises(ValueError, match="shuffle_buffer=0"):
-        data.make_datasets(tiny_splits(), batch_size=2, seed=0, shuffle_buffer=0)
-
-
 def test_splits_rejects_mismatched_arrays():
     x = np.zeros((3, 4, 4, 1), np.uint8)
     y = np.zeros(3, np.int64)

@@ -16,7 +16,7 @@ import tf_lottery_models as zoo
 from tf_lottery import config as C
 from tf_lottery import branches, checkpoints
 from tf_lottery import masks as mask_math
-from tf_lottery import pruning, training
+from tf_lottery import inputs, pruning, training
 from tf_lottery.run_directory import RunDirectory
 
 from fashion_slices import fashion_slice
@@ -202,7 +202,7 @@ def test_rewind_step_records_the_dense_weights_after_k_iterations(splits, tmp_pa
     seed = branches.stage_seed(cfg.runtime.seed, 0, "main")
     keras.utils.set_random_seed(seed)
     training.default_objective(model, one_hot=False).compile(model, training.make_optimizer(cfg.training))
-    batches = training.train_batches(splits.train_images, splits.train_labels, cfg.training.batch_size, seed)
+    batches = inputs.train_batches(splits.train_images, splits.train_labels, cfg.training.batch_size, seed)
     model.fit(batches, epochs=1, steps_per_epoch=rewind_step, verbose=0)
     assert_bitwise_equal(pruning.snapshot(model), ticket.initial_weights)
 

@@ -8,7 +8,7 @@ import tf_keras as keras
 
 import tf_lottery_models as zoo
 from tf_lottery import config as C
-from tf_lottery import inputs as inputs_lib
+from tf_lottery import inputs, inputs as inputs_lib
 from tf_lottery import pruning, training
 from tf_lottery.run_directory import RunDirectory
 
@@ -18,15 +18,15 @@ from fashion_slices import fashion_slice
 def test_the_data_order_is_a_pure_function_of_seed_and_iteration():
     images = np.arange(50, dtype=np.uint8).reshape(50, 1, 1, 1)
     labels = np.arange(50)
-    full = [y.numpy().tolist() for _, y in training.train_batches(images, labels, 7, seed=3).take(20)]
+    full = [y.numpy().tolist() for _, y in inputs.train_batches(images, labels, 7, seed=3).take(20)]
     for start in (0, 5, 7, 13):
-        resumed = [y.numpy().tolist() for _, y in training.train_batches(images, labels, 7, seed=3, start_iteration=start).take(5)]
+        resumed = [y.numpy().tolist() for _, y in inputs.train_batches(images, labels, 7, seed=3, start_iteration=start).take(5)]
         assert resumed == full[start:start + 5]
-    other = [y.numpy().tolist() for _, y in training.train_batches(images, labels, 7, seed=4).take(20)]
+    other = [y.numpy().tolist() for _, y in inputs.train_batches(images, labels, 7, seed=4).take(20)]
     assert other != full
     epoch = sorted(sum(full[:8], []))  # 50 examples in batches of 7: 8 batches an epoch, none dropped
     assert epoch == list(range(50))
-    x, _ = next(iter(training.train_batches(images, labels, 7, seed=3)))
+    x, _ = next(iter(inputs.train_batches(images, labels, 7, seed=3)))
     assert x.dtype == tf.float32 and float(tf.reduce_max(x)) <= 1.0  # uint8 scaled to [0, 1]
 
 

@@ -27,6 +27,7 @@ from typing import Iterator, Optional
 import numpy as np
 import tensorflow as tf
 
+from tf_lottery.errors import first_line
 from tf_lottery.config import STRATEGIES, RuntimeConfig
 from tf_lottery.run_directory import RunDirectory
 
@@ -142,7 +143,7 @@ def _tpu(runtime: RuntimeConfig, resolver) -> tf.distribute.Strategy:
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, OSError, tf.errors.OpError) as e:
-        raise ValueError(f"no TPU reachable for --tpu={runtime.tpu!r} ({_first_line(e)}); {_TPU_HINT}") from e
+        raise ValueError(f"no TPU reachable for --tpu={runtime.tpu!r} ({first_line(e)}); {_TPU_HINT}") from e
     return tf.distribute.TPUStrategy(resolver)
 
 
@@ -161,7 +162,7 @@ def _lookup_failure(error: BaseException) -> str:
             f"({error.reason}); "
             f"TPU names work only on Google Cloud"
         )
-    return _first_line(error)
+    return first_line(error)
 
 
 def _unreachable_grpc(address: str, timeout: float) -> Optional[str]:
@@ -178,7 +179,7 @@ def _unreachable_grpc(address: str, timeout: float) -> Optional[str]:
     except ValueError:
         return f"{address} is not host:port"
     except OSError as e:
-        return f"cannot connect to {address}: {_first_line(e)}"
+        return f"cannot connect to {address}: {first_line(e)}"
     channel = grpc.insecure_channel(address, options=[("grpc.enable_http_proxy", 0)])
     try:
         grpc.channel_ready_future(channel).result(timeout=timeout)
@@ -210,12 +211,6 @@ def _within(timeout: float, function, *args):
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
-
-
-def _first_line(error: BaseException, limit: int = 160) -> str:
-    text = (getattr(error, "message", None) or str(error)).strip()
-    line = text.splitlines()[0] if text else type(error).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 # -- where a worker stands in the cluster -------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import tensorflow as tf
 
-from tf_lottery import distribute, training
+from tf_lottery import distribute
 
 
 @dataclasses.dataclass
@@ -43,6 +43,64 @@ class Inputs:
         return int(config.epochs) * self.steps_per_epoch
 
 
+# -- pipelines -------------------------------------------------------------------------------------
+def train_batches(
+    images, labels, batch_size: int, seed: int, start_iteration: int = 0, scale: bool = True
+) -> tf.data.Dataset:
+    """Endless training batches whose order depends only on (seed, iteration).
+
+    Epoch e is a stateless shuffle seeded by (seed, e); starting at iteration i skips whole
+    epochs arithmetically and only i mod steps_per_epoch index batches. `images` may be an
+    array or a dict of arrays (several inputs); uint8 images are scaled to [0, 1] when `scale`.
+    """
+    n = len(labels)
+    if n == 0:
+        raise ValueError("the training set is empty; allowed: at least one example")
+    steps_per_epoch = math.ceil(n / batch_size)
+    first_epoch, offset = divmod(int(start_iteration), steps_per_epoch)
+    images_t = tf.nest.map_structure(tf.constant, images)
+    labels_t = tf.constant(labels)
+
+    def epoch_indices(epoch):
+        order = tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([tf.cast(seed, tf.int64), epoch])))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    def gather(index):
+        x = tf.nest.map_structure(lambda t: _to_float(tf.gather(t, index), scale), images_t)
+        return x, tf.gather(labels_t, index)
+
+    return (
+        tf.data.Dataset.range(first_epoch, 2**62)
+        .flat_map(epoch_indices)
+        .skip(offset)
+        .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def eval_batches(images, labels, batch_size: int = 1000, scale: bool = True) -> tf.data.Dataset:
+    """All examples once, in order, none dropped: evaluation is exact."""
+    return (
+        tf.data.Dataset.from_tensor_slices((images, labels))
+        .batch(batch_size)
+        .map(lambda x, y: (tf.nest.map_structure(lambda t: _to_float(t, scale), x), y))
+        .cache()
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def _to_float(tensor, scale: bool):
+    if tensor.dtype == tf.uint8 and scale:
+        return tf.cast(tensor, tf.float32) / 255.0
+    return tensor
+
+
+def as_numpy_batches(dataset: tf.data.Dataset, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first `count` batches of a dataset as NumPy (for data-dependent pruning scores)."""
+    return [(x.numpy() if hasattr(x, "numpy") else x, y.numpy()) for x, y in dataset.take(count)]
+
+
+# -- sources -----------------------------------------------------------------------------------------
 def _one_hot(labels: np.ndarray) -> bool:
     return labels.ndim == 2 and labels.shape[1] > 1
 
@@ -83,15 +141,15 @@ def from_arrays(train, validation, test, batch_size: int, scale: bool, name: str
     first = tf.nest.map_structure(lambda a: tuple(np.shape(a)[1:]), x)
 
     def train_from(seed, start):
-        return training.train_batches(x, y, batch_size, seed, start, scale=scale)
+        return train_batches(x, y, batch_size, seed, start, scale=scale)
 
     def sample(count):
-        return training.as_numpy_batches(training.train_batches(x, y, batch_size, 0, 0, scale=scale), count)
+        return as_numpy_batches(train_batches(x, y, batch_size, 0, 0, scale=scale), count)
 
     return Inputs(
         train_from=train_from,
-        validation=training.eval_batches(vx, vy, scale=scale),
-        test=training.eval_batches(tx, ty, scale=scale),
+        validation=eval_batches(vx, vy, scale=scale),
+        test=eval_batches(tx, ty, scale=scale),
         steps_per_epoch=math.ceil(len(y) / batch_size),
         one_hot=_one_hot(np.asarray(y)),
         name=name,
@@ -165,7 +223,7 @@ def from_datasets(train, validation, test, batch_size: int, example_rank: Option
         one_hot=one_hot,
         name="user datasets",
         input_spec=tf.nest.map_structure(lambda s: tuple(s.shape[1:]), train.element_spec[0]),
-        sample=lambda count: training.as_numpy_batches(train, count),
+        sample=lambda count: as_numpy_batches(train, count),
     )
 
 

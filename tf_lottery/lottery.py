@@ -231,71 +231,91 @@ def find_ticket(
       training.TrainingDiverged: the loss became NaN; earlier rounds are kept.
       distribute.WorkerLostError: a worker of a multi-worker run died or hung.
     """
-    config = config if config is not None else ExperimentConfig()
-    if not isinstance(config, ExperimentConfig):
-        raise ValueError(f"config must be a tf_lottery.ExperimentConfig, not {type(config).__name__}")
-    _check_names(config)
-    if output_dir is not None:
-        RunDirectory(output_dir)
-    strategy = strategy or tf.distribute.get_strategy()
-    keras3_template = None
-    from tf_lottery import keras3
-
-    if keras3.is_keras3_model(model):
-        keras3_template, model = model, keras3.to_tf_keras(model)
-    compiled = model if isinstance(model, keras.Model) and getattr(model, "optimizer", None) is not None else None
-    if optimizer is None and compiled is not None:
-        optimizer = compiled.optimizer
-    config = _with_users_optimizer(config, optimizer)
-    if config.runtime.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    example_rank = 3 if model is None else _example_rank(model)  # zoo models take images (H, W, C)
-    inputs = _make_inputs(config, splits, train, validation, test, strategy, example_rank)
-    total = inputs.total_iterations(config.training)
-    if config.pruning.rewind_step >= total and config.pruning.rewind_step > 0:
-        raise ValueError(f"rewind_step={config.pruning.rewind_step} is past the end of training ({total} iterations); "
-                         f"allowed: 0 <= rewind_step < {total}")
-    if train is None or not isinstance(train, tf.data.Dataset):
-        distribute.check_batch_size(config.training.batch_size, strategy)
-    if distribute.num_workers(strategy) > 1:
-        inputs = inputs_lib.shard_for_workers(inputs)
-
+    setup = _Setup.of(model, config, splits, train, validation, test, output_dir, strategy, optimizer)
     with contextlib.ExitStack() as stack:
-        run, keep = stack.enter_context(_run_directory(output_dir, strategy))
-        keras.utils.set_random_seed(config.runtime.seed)
-        with strategy.scope():
-            built, source = _build_model(model, config, inputs.input_spec, inputs.num_classes or 10)
-            pruning.check_keras_model(built)
-            _check_input_shape(built, inputs.input_spec, config.data.dataset if train is None else "train")
-            wrapped = pruning.wrap(built)
-        objective = _objective(wrapped, compiled, loss, metrics, inputs.one_hot)
-        record = _record(config, inputs, built, wrapped, source)
-        search = Search(wrapped, config, inputs, run, strategy, objective, tuple(callbacks), log, progress)
-        if run.exists():
-            run.lock()
-            stack.callback(run.unlock)
-            record = _open_existing(run, config, record, pruning.layer_kinds(wrapped), source)
-            search.verify()  # reads everything back before anything is written
-            run.remove_temporaries()
-        else:
-            run.check_new()  # only once the model and data are known to fit: bad input writes nothing
-            run.create(record)
-            stack.callback(run.unlock)
-        stack.enter_context(distribute.peer_failures(strategy, output_dir))
+        run, keep = stack.enter_context(_run_directory(output_dir, setup.strategy))
+        search, record = _open_search(stack, setup, run, callbacks, loss, metrics, log, progress)
+        stack.enter_context(distribute.peer_failures(setup.strategy, output_dir))
         rows = search.search(record)
-        round_masks = [search.masks(r["round"]) for r in rows]
-        ticket = Ticket(
-            config=config,
+        return Ticket(
+            config=setup.config,
             rounds=rows,
-            round_masks=round_masks,
+            round_masks=[search.masks(r["round"]) for r in rows],
             rewind_weights=search.rewind_weights(),
             output_dir=os.path.abspath(output_dir) if output_dir else run.path,
             _search=search,
             _keep=keep,
-            _check_images=_check_images(inputs),
-            _keras3_template=keras3_template,
+            _check_images=_check_images(setup.inputs),
+            _keras3_template=setup.keras3_template,
         )
-    return ticket
+
+
+@dataclasses.dataclass
+class _Setup:
+    """What a search is made of, checked before anything is built or written."""
+
+    config: ExperimentConfig
+    inputs: inputs_lib.Inputs
+    strategy: tf.distribute.Strategy
+    model: ModelSource
+    compiled: Optional[keras.Model]
+    keras3_template: Any
+    data_name: str
+
+    @classmethod
+    def of(cls, model, config, splits, train, validation, test, output_dir, strategy, optimizer) -> "_Setup":
+        config = config if config is not None else ExperimentConfig()
+        if not isinstance(config, ExperimentConfig):
+            raise ValueError(f"config must be a tf_lottery.ExperimentConfig, not {type(config).__name__}")
+        _check_names(config)
+        if output_dir is not None:
+            RunDirectory(output_dir)  # an empty path is refused here
+        strategy = strategy or tf.distribute.get_strategy()
+        from tf_lottery import keras3
+
+        template = None
+        if keras3.is_keras3_model(model):
+            template, model = model, keras3.to_tf_keras(model)
+        compiled = model if isinstance(model, keras.Model) and getattr(model, "optimizer", None) is not None else None
+        config = _with_users_optimizer(config, optimizer if optimizer is not None else getattr(compiled, "optimizer", None))
+        if config.runtime.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        example_rank = 3 if model is None else _example_rank(model)  # zoo models take images (H, W, C)
+        inputs = _make_inputs(config, splits, train, validation, test, strategy, example_rank)
+        total = inputs.total_iterations(config.training)
+        if config.pruning.rewind_step >= total and config.pruning.rewind_step > 0:
+            raise ValueError(f"rewind_step={config.pruning.rewind_step} is past the end of training ({total} "
+                             f"iterations); allowed: 0 <= rewind_step < {total}")
+        if not isinstance(train, tf.data.Dataset):
+            distribute.check_batch_size(config.training.batch_size, strategy)
+        if distribute.num_workers(strategy) > 1:
+            inputs = inputs_lib.shard_for_workers(inputs)
+        return cls(config, inputs, strategy, model, compiled, template, config.data.dataset if train is None else "train")
+
+
+def _open_search(stack, setup: _Setup, run: RunDirectory, callbacks, loss, metrics, log, progress):
+    """Build and wrap the model, then create the run, or lock, check and verify an existing one."""
+    config, strategy = setup.config, setup.strategy
+    keras.utils.set_random_seed(config.runtime.seed)
+    with strategy.scope():
+        built, source = _build_model(setup.model, config, setup.inputs.input_spec, setup.inputs.num_classes or 10)
+        pruning.check_keras_model(built)
+        _check_input_shape(built, setup.inputs.input_spec, setup.data_name)
+        wrapped = pruning.wrap(built)
+    objective = _objective(wrapped, setup.compiled, loss, metrics, setup.inputs.one_hot)
+    record = _record(config, setup.inputs, built, wrapped, source)
+    search = Search(wrapped, config, setup.inputs, run, strategy, objective, tuple(callbacks), log, progress)
+    if run.exists():
+        run.lock()
+        stack.callback(run.unlock)
+        record = _open_existing(run, config, record, pruning.layer_kinds(wrapped), source)
+        search.verify()  # reads everything back before anything is written
+        run.remove_temporaries()
+    else:
+        run.check_new()  # only once the model and data are known to fit: bad input writes nothing
+        run.create(record)
+        stack.callback(run.unlock)
+    return search, record
 
 
 def _check_images(inputs) -> Optional[np.ndarray]:

@@ -2,9 +2,9 @@
 
 A network's training runs as Keras `fit` calls whose "epochs" are evaluation periods of
 `eval_every` iterations, so evaluation needs no per-batch hook. The training data order is a
-pure function of (seed, iteration), so a network can restart from any checkpointed iteration
-and see exactly the batches an uninterrupted run would have seen; `train_stage` does that
-itself from the run directory's `in_progress/` checkpoint.
+pure function of (seed, iteration) (`tf_lottery.inputs`), so a network can restart from any
+checkpointed iteration and see exactly the batches an uninterrupted run would have seen;
+`train_stage` does that itself from the run directory's `in_progress/` checkpoint.
 """
 
 from __future__ import annotations
@@ -199,58 +199,6 @@ def default_objective(model: keras.Model, one_hot: bool) -> Objective:
     return Objective(keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits))
 
 
-# -- data ------------------------------------------------------------------------------------------
-def train_batches(
-    images, labels, batch_size: int, seed: int, start_iteration: int = 0, scale: bool = True
-) -> tf.data.Dataset:
-    """Endless training batches whose order depends only on (seed, iteration).
-
-    Epoch e is a stateless shuffle seeded by (seed, e); starting at iteration i skips whole
-    epochs arithmetically and only i mod steps_per_epoch index batches. `images` may be an
-    array or a dict of arrays (several inputs); uint8 images are scaled to [0, 1] when `scale`.
-    """
-    n = len(labels)
-    if n == 0:
-        raise ValueError("the training set is empty; allowed: at least one example")
-    steps_per_epoch = math.ceil(n / batch_size)
-    first_epoch, offset = divmod(int(start_iteration), steps_per_epoch)
-    images_t = tf.nest.map_structure(tf.constant, images)
-    labels_t = tf.constant(labels)
-
-    def epoch_indices(epoch):
-        order = tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([tf.cast(seed, tf.int64), epoch])))
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
-
-    def gather(index):
-        x = tf.nest.map_structure(lambda t: _to_float(tf.gather(t, index), scale), images_t)
-        return x, tf.gather(labels_t, index)
-
-    return (
-        tf.data.Dataset.range(first_epoch, 2**62)
-        .flat_map(epoch_indices)
-        .skip(offset)
-        .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-
-
-def eval_batches(images, labels, batch_size: int = 1000, scale: bool = True) -> tf.data.Dataset:
-    """All examples once, in order, none dropped: evaluation is exact."""
-    return (
-        tf.data.Dataset.from_tensor_slices((images, labels))
-        .batch(batch_size)
-        .map(lambda x, y: (tf.nest.map_structure(lambda t: _to_float(t, scale), x), y))
-        .cache()
-        .prefetch(tf.data.AUTOTUNE)
-    )
-
-
-def _to_float(tensor, scale: bool):
-    if tensor.dtype == tf.uint8 and scale:
-        return tf.cast(tensor, tf.float32) / 255.0
-    return tensor
-
-
 # -- one training run ------------------------------------------------------------------------------
 class _PeriodicEvaluation(keras.callbacks.Callback):
     """Evaluate validation loss and test accuracy at the end of each evaluation period."""
@@ -369,44 +317,16 @@ def train_stage(model, stage: Stage, config: TrainingConfig, inputs, objective: 
     checkpoint is written every `config.checkpoint_every` iterations; returns the stage's result
     (metrics and evaluation history).
     """
-    from tf_lottery import checkpoints
-
     keras.utils.set_random_seed(stage.seed)
     with strategy.scope():
-        optimizer = make_optimizer(config, stage.schedule_offset, stage.hold_schedule)
-        objective.compile(model, optimizer, config.jit_compile)
+        objective.compile(model, make_optimizer(config, stage.schedule_offset, stage.hold_schedule), config.jit_compile)
         model.optimizer.build(model.trainable_variables)
     for wrapper in _wrappers(model):
         wrapper.pruning_step.assign(0)
-    start, history, previous_seconds = 0, [], 0.0
-    state = run.load_progress(stage.iterations) if run is not None else None
-    if state is not None and (state["round"], state["stage"]) == (stage.round, stage.name):
-        checkpoints.restore_progress(run, state, model)
-        start = state["iteration"]
-        history = [Evaluation(**e) for e in state["history"]]
-        previous_seconds = state["seconds"]
-        log(f"resuming round {stage.round} ({stage.name}) at iteration {start}")
-    elif state is not None:
-        run.clear_progress()  # another network's, finished since: its result is on disk
-    started = time.perf_counter()
-    last_saved = [start]
+    start, history, previous_seconds = _resume(model, stage, run, log)
     if progress is not None:
         progress.begin(stage.round, stage.name, start, stage.iterations)
-
-    def on_evaluation(evaluation: Evaluation) -> None:
-        if progress is not None:
-            progress.update(evaluation)
-        every = config.checkpoint_every
-        if run is not None and every and evaluation.iteration - last_saved[0] >= every and evaluation.iteration < stage.iterations:
-            checkpoints.save_progress(run, {
-                "round": stage.round,
-                "stage": stage.name,
-                "iteration": evaluation.iteration,
-                "history": [dataclasses.asdict(e) for e in history],
-                "seconds": previous_seconds + time.perf_counter() - started,
-            }, model)
-            last_saved[0] = evaluation.iteration
-
+    checkpointer = _Checkpointer(model, stage, config, run, progress, history, previous_seconds, start)
     extra = [capture] if capture is not None and start < capture.iteration else []
     result = train(
         model,
@@ -418,7 +338,7 @@ def train_stage(model, stage: Stage, config: TrainingConfig, inputs, objective: 
         callbacks=extra + list(callbacks),
         start_iteration=start,
         history=history,
-        on_evaluation=on_evaluation,
+        on_evaluation=checkpointer,
     )
     if progress is not None:
         progress.end()
@@ -428,12 +348,49 @@ def train_stage(model, stage: Stage, config: TrainingConfig, inputs, objective: 
     return out
 
 
+def _resume(model, stage: Stage, run, log) -> tuple[int, list, float]:
+    """(start iteration, evaluations so far, seconds so far): from `run`'s checkpoint of this stage, if any."""
+    from tf_lottery import checkpoints
+
+    state = run.load_progress(stage.iterations) if run is not None else None
+    if state is None:
+        return 0, [], 0.0
+    if (state["round"], state["stage"]) != (stage.round, stage.name):
+        run.clear_progress()  # another network's, finished since: its result is on disk
+        return 0, [], 0.0
+    checkpoints.restore_progress(run, state, model)
+    log(f"resuming round {stage.round} ({stage.name}) at iteration {state['iteration']}")
+    return state["iteration"], [Evaluation(**e) for e in state["history"]], state["seconds"]
+
+
+class _Checkpointer:
+    """At each evaluation: update the progress bar, and every `checkpoint_every` iterations save model,
+    optimizer and history to the run's in_progress/ (never at the last iteration: that is the result)."""
+
+    def __init__(self, model, stage, config, run, progress, history, previous_seconds, start):
+        self.model, self.stage, self.config, self.run, self.progress = model, stage, config, run, progress
+        self.history, self.previous_seconds, self.last_saved = history, previous_seconds, start
+        self.started = time.perf_counter()
+
+    def __call__(self, evaluation: Evaluation) -> None:
+        from tf_lottery import checkpoints
+
+        if self.progress is not None:
+            self.progress.update(evaluation)
+        every, iteration = self.config.checkpoint_every, evaluation.iteration
+        if self.run is None or not every or iteration - self.last_saved < every or iteration >= self.stage.iterations:
+            return
+        checkpoints.save_progress(self.run, {
+            "round": self.stage.round,
+            "stage": self.stage.name,
+            "iteration": iteration,
+            "history": [dataclasses.asdict(e) for e in self.history],
+            "seconds": self.previous_seconds + time.perf_counter() - self.started,
+        }, self.model)
+        self.last_saved = iteration
+
+
 def _wrappers(model) -> list:
     from tf_lottery import pruning
 
     return pruning.prunable_layers(model)
-
-
-def as_numpy_batches(dataset: tf.data.Dataset, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The first `count` batches of a dataset as NumPy (for data-dependent pruning scores)."""
-    return [(x.numpy() if hasattr(x, "numpy") else x, y.numpy()) for x, y in dataset.take(count)]

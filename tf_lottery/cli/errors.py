@@ -9,6 +9,8 @@ import errno
 import sys
 from typing import Optional
 
+from tf_lottery.errors import first_line
+
 # OSErrors of the environment, with what to do about each.
 _OS_ADVICE = {
     errno.ENOSPC: "free some space",
@@ -24,12 +26,6 @@ _OS_ADVICE = {
 }
 _TF_ENVIRONMENT_ERRORS = ("ResourceExhaustedError", "PermissionDeniedError", "FailedPreconditionError",
                           "DataLossError", "NotFoundError", "AlreadyExistsError", "UnavailableError")
-
-
-def first_line(text: str, limit: int = 2000) -> str:
-    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
-    line = lines[0] if lines else ""
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def message(error: BaseException, resume: Optional[str] = None) -> Optional[str]:

@@ -20,7 +20,7 @@ import tf_keras as keras
 from tf_lottery import checkpoints
 from tf_lottery import masks as mask_math
 from tf_lottery import pruning
-from tf_lottery.cli.errors import first_line
+from tf_lottery.errors import first_line
 from tf_lottery.config import ExperimentConfig
 from tf_lottery.export.layout import CHECK_EXAMPLES
 from tf_lottery.run_checks import select_round

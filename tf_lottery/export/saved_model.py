@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tf_lottery.cli.errors import first_line
+from tf_lottery.errors import first_line
 from tf_lottery.export.layout import INPUT_NAME, OUTPUT_NAMES, SIGNATURE
 
 
