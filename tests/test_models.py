@@ -209,3 +209,18 @@ def test_a_bad_preset_is_refused_when_registered(change, message):
         zoo.register("bad_model", {**zoo.get_preset("vgg19"), **change})
     assert message in str(error.value)
     assert "bad_model" not in zoo.names()
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_every_zoo_model_keeps_its_masks_under_xla(name):
+    from tf_lottery import pruning
+
+    shape = (32, 32, 3) if name in ("vgg19", "resnet18") else (28, 28, 1)
+    model = pruning.wrap(zoo.get_builder(name)(shape, seed=0))
+    rng = np.random.default_rng(0)
+    pruning.set_masks(model, {n: (rng.random(s) < 0.5).astype(np.float32) for n, s in pruning.kernel_shapes(model).items()})
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=True)
+    history = model.fit(rng.random((8, *shape), dtype=np.float32), rng.integers(0, 10, 8), batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert pruning.count_pruned_nonzero(model) == 0
