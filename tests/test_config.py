@@ -308,7 +308,8 @@ def test_from_dict_refuses_unknown_names_and_wrong_types(d, message):
 @pytest.mark.parametrize("name", ["fc_rate", "conv_rate"])
 def test_a_null_per_kind_rate_is_refused(name):
     # None means "half its kind's rate" for output_rate only; fc_rate=None fails later in keep_fractions (TypeError).
-    assert one_line_error(C.ExperimentConfig.from_dict, {"pruning": {name: None}}) == f"{name}=None " + RATE
+    message = one_line_error(C.ExperimentConfig.from_dict, {"pruning": {name: None}})
+    assert message.startswith(f"{name}=None ") and "(0, 1)" in message
 
 
 def version1_dict():
