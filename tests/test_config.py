@@ -180,7 +180,6 @@ def test_numpy_numbers_are_numbers():
     assert C.TrainingConfig(learning_rate=np.float32(0.5), momentum=np.float64(0.5)).learning_rate == 0.5
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: momentum is checked with isinstance(int, float): np.float32 refused, False accepted")
 @pytest.mark.parametrize("momentum, accepted", [(np.float32(0.5), True), (False, False)])
 def test_momentum_is_a_number_like_every_other_rate(momentum, accepted):
     if accepted:
@@ -189,7 +188,6 @@ def test_momentum_is_a_number_like_every_other_rate(momentum, accepted):
         assert one_line_error(C.TrainingConfig, momentum=momentum).startswith("momentum=False")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _as_tuple's errors do not name the field (lr_boundaries, controls)")
 @pytest.mark.parametrize("kind, values, name", [
     (C.TrainingConfig, {"lr_boundaries": "100,abc"}, "lr_boundaries"),
     (C.TrainingConfig, {"lr_boundaries": 100}, "lr_boundaries"),
@@ -304,7 +302,6 @@ def test_from_dict_refuses_unknown_names_and_wrong_types(d, message):
     assert one_line_error(C.ExperimentConfig.from_dict, d) == message
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _check_rate returns early on None, so fc_rate/conv_rate=None pass validation")
 @pytest.mark.parametrize("name", ["fc_rate", "conv_rate"])
 def test_a_null_per_kind_rate_is_refused(name):
     # None means "half its kind's rate" for output_rate only; fc_rate=None fails later in keep_fractions (TypeError).

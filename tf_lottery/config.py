@@ -18,7 +18,7 @@ import numbers
 from typing import Any, Optional, Union
 
 # The names each choice allows. Pruning strategies and branches live in their registries
-# (tf_lottery.strategies, tf_lottery.branches) and are checked against them by `validate_names`.
+# (tf_lottery.strategies, tf_lottery.branches); find_ticket and LotteryCallback check names against them.
 SCOPES = ("layerwise", "global")
 SCHEDULES = ("iterative", "one_shot")
 RETRAIN_MODES = ("weight_rewind", "lr_rewind", "finetune")
@@ -39,13 +39,12 @@ def setting(default: Any, help: str, **kwargs) -> Any:
     return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
 
 
-def _check_rate(name: str, value: Optional[float], allow_zero: bool = False) -> None:
-    if value is None:
-        return
+def _check_rate(name: str, value: Optional[float], allow_zero: bool = False, allowed: Optional[str] = None) -> None:
+    """A fraction in (0, 1), or [0, 1) with `allow_zero`; None is not a rate (callers allow it where it means something)."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value)
     low_ok = ok and (value >= 0.0 if allow_zero else value > 0.0)
     if not (low_ok and value < 1.0):
-        allowed = "[0, 1) (0 leaves the layer dense)" if allow_zero else "(0, 1)"
+        allowed = allowed or ("[0, 1) (0 leaves the layer dense)" if allow_zero else "(0, 1)")
         raise ValueError(f"{name}={value!r} is outside the allowed range {allowed}")
 
 
@@ -67,16 +66,20 @@ def _check_positive_number(name: str, value: Any) -> None:
         raise ValueError(f"{name}={value!r} must be a positive number")
 
 
-def _as_tuple(value: Any, item_type: type) -> tuple:
+def _as_tuple(name: str, value: Any, item_type: type) -> tuple:
     """Tuples stay, lists become tuples, and a comma-separated string is split (controls="a,b")."""
+    original = value
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
     try:
         items = tuple(value)
     except TypeError:
-        raise ValueError(f"{value!r} is not a list") from None
+        raise ValueError(f"{name}={original!r} must be a list (or a comma-separated string)") from None
     if item_type is int:
-        return tuple(int(v) if isinstance(v, str) else v for v in items)
+        try:
+            return tuple(int(v) if isinstance(v, str) else v for v in items)
+        except ValueError:
+            raise ValueError(f"{name}={original!r} must be a list of integers") from None
     return items
 
 
@@ -141,7 +144,7 @@ class TrainingConfig:
     jit_compile: bool = setting(False, "Compile training steps with XLA (faster; float results differ slightly).")
 
     def __post_init__(self):
-        _set(self, "lr_boundaries", _as_tuple(self.lr_boundaries, int))
+        _set(self, "lr_boundaries", _as_tuple("lr_boundaries", self.lr_boundaries, int))
         if isinstance(self.optimizer, dict):
             if not isinstance(self.optimizer.get("class_name"), str) or not isinstance(self.optimizer.get("config"), dict):
                 raise ValueError(
@@ -158,8 +161,8 @@ class TrainingConfig:
             if self.learning_rate is None:
                 raise ValueError("learning_rate=None needs an optimizer config; give a positive number")
             _check_positive_number("learning_rate", self.learning_rate)
-            if self.momentum is not None and not (isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1):
-                raise ValueError(f"momentum={self.momentum!r} is outside the allowed range [0, 1)")
+            if self.momentum is not None:
+                _check_rate("momentum", self.momentum, allow_zero=True, allowed="[0, 1)")
         _check_int("batch_size", self.batch_size)
         if self.iterations is None and self.epochs is None:
             raise ValueError("give either epochs or iterations (both are unset)")
@@ -204,11 +207,12 @@ class PruningConfig:
     controls: tuple[str, ...] = setting((), "Branches trained beside each pruned ticket: random_reinit, random_prune, ...")
 
     def __post_init__(self):
-        _set(self, "controls", _as_tuple(self.controls, str))
+        _set(self, "controls", _as_tuple("controls", self.controls, str))
         _check_int("rounds", self.rounds)
         _check_rate("fc_rate", self.fc_rate)
         _check_rate("conv_rate", self.conv_rate)
-        _check_rate("output_rate", self.output_rate, allow_zero=True)
+        if self.output_rate is not None:  # None: half the rate of the output layer's kind
+            _check_rate("output_rate", self.output_rate, allow_zero=True)
         _check_choice("pruning_scope", self.pruning_scope, SCOPES)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("retrain", self.retrain, RETRAIN_MODES)

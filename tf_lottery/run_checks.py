@@ -42,7 +42,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _check_value(path: str, key: str, value: Any, kind: type) -> None:
+def _check_value(path: str, key: str, value: Any, kind: type, fix: str = "delete it to recompute") -> None:
     if kind is float:
         ok = _is_number(value)
     elif kind is int:
@@ -50,7 +50,7 @@ def _check_value(path: str, key: str, value: Any, kind: type) -> None:
     else:
         ok = isinstance(value, kind)
     if not ok:
-        raise corrupt(path, f"has {key}={value!r}, expected a {kind.__name__}")
+        raise corrupt(path, f"has {key}={value!r}, expected a {kind.__name__}", fix)
 
 
 def check_history(path: str, history: Any, total_iterations: Optional[int] = None) -> list[dict]:
@@ -143,13 +143,13 @@ def check_row(path: str, row: Any, fix: str) -> dict:
     if not isinstance(row, dict) or not isinstance(row.get("round"), int) or not isinstance(row.get("controls"), dict):
         raise corrupt(path, f"has a round entry that is not a tf_lottery round ({str(row)[:60]})", fix)
     for key in ("weights_remaining", "test_accuracy", "early_stop_test_accuracy"):
-        _check_value(path, key, row.get(key), float)
-    _check_value(path, "early_stop_iteration", row.get("early_stop_iteration"), int)
+        _check_value(path, key, row.get(key), float, fix)
+    _check_value(path, "early_stop_iteration", row.get("early_stop_iteration"), int, fix)
     for name, metrics in row["controls"].items():
         if not isinstance(metrics, dict):
             raise corrupt(path, f"has control {name!r} that is not an object", fix)
         for key in ("test_accuracy", "early_stop_test_accuracy"):
-            _check_value(path, f"{name}.{key}", metrics.get(key), float)
+            _check_value(path, f"{name}.{key}", metrics.get(key), float, fix)
     return row
 
 

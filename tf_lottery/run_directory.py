@@ -269,7 +269,7 @@ class RunDirectory:
         if not isinstance(state, dict) or set(state) != set(keys):
             raise corrupt(path, f"is not a progress record (keys {sorted(state) if isinstance(state, dict) else '?'})", fix)
         for key, kind in keys.items():
-            _check_value(path, key, state[key], kind)
+            _check_value(path, key, state[key], kind, fix)
         if not 0 < state["iteration"] < total_iterations:
             raise corrupt(path, f"says iteration {state['iteration']}, outside 1..{total_iterations - 1}", fix)
         if state["round"] < 0 or not STAGE_NAME.match(state["stage"]) or not math.isfinite(state["seconds"]):
