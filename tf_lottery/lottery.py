@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import os
 import tempfile
 from typing import Any, Callable, Optional, Sequence, Union
@@ -19,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tf_lottery import branches, distribute, inputs as inputs_lib, pruning, strategies, training
+from tf_lottery import branches, building, distribute, inputs as inputs_lib, pruning, strategies, training
 from tf_lottery import config as config_lib
 from tf_lottery.config import ExperimentConfig
 from tf_lottery.levels import Search
@@ -31,26 +30,12 @@ CHECK_IMAGES = 512
 
 
 def _build_model(source: ModelSource, config: ExperimentConfig, input_shape, num_classes: int) -> tuple[keras.Model, str]:
-    """The model to search and where it came from ('zoo' or 'user'); a TypeError inside a builder surfaces."""
+    """The model to search and where it came from ('zoo' or 'user')."""
     if source is not None and (isinstance(source, keras.Model) or hasattr(source, "layers")):
         return source, "user"
     if source is not None:
-        if not callable(source):
-            raise ValueError(f"model must be a Keras model, a function building one, or None (a zoo name), not {type(source).__name__}")
-        try:
-            takes_seed = "seed" in inspect.signature(source).parameters
-        except (TypeError, ValueError):
-            takes_seed = False
-        built = source(seed=config.runtime.seed) if takes_seed else source()
-        from tf_lottery import keras3
-
-        if keras3.is_keras3_model(built):
-            built = keras3.to_tf_keras(built)
-        return built, "user"
-    import tf_lottery_models as zoo
-
-    build = zoo.get_builder(config.model.model)
-    return build(input_shape, num_classes=num_classes, dropout_rate=config.model.dropout_rate, seed=config.runtime.seed), "zoo"
+        return building.call_builder(source, config.runtime.seed), "user"
+    return building.zoo_model(config, input_shape, num_classes), "zoo"
 
 
 def _check_input_shape(model: keras.Model, spec, source: str) -> None:

@@ -10,14 +10,13 @@ image shape. Everything that can be checked before the model is built is checked
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 from typing import Callable, Optional, Union
 
 import numpy as np
 import tf_keras as keras
 
-from tf_lottery import checkpoints
+from tf_lottery import building, checkpoints
 from tf_lottery import masks as mask_math
 from tf_lottery import pruning
 from tf_lottery.errors import first_line
@@ -116,20 +115,11 @@ def _build(source: ModelSource, record: dict, input_shape: tuple) -> tuple[keras
     if isinstance(source, keras.Model):
         return keras.models.clone_model(source), f"the model given ({source.name!r})"
     if source is not None:
-        if not callable(source):
-            raise ValueError(f"model must be a tf-keras model or a function building one, not {type(source).__name__}")
-        try:
-            takes_seed = "seed" in inspect.signature(source).parameters
-        except (TypeError, ValueError):  # a builtin or C callable: no inspectable parameters
-            takes_seed = False
-        built = source(seed=config.runtime.seed) if takes_seed else source()
+        built = building.call_builder(source, config.runtime.seed)
         return built, f"the model built by model= ({getattr(built, 'name', '?')!r})"
     if _is_user_run(record):
         return _from_architecture(record), f"your own model {record['model'].get('name')!r} (from config.json)"
-    import tf_lottery_models as zoo
-
-    build = zoo.get_builder(config.model.model)
-    built = build(input_shape, num_classes=10, dropout_rate=config.model.dropout_rate, seed=config.runtime.seed)
+    built = building.zoo_model(config, input_shape)
     return built, f"zoo model {config.model.model!r}"
 
 
