@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
@@ -234,19 +234,31 @@ class _PeriodicEvaluation(keras.callbacks.Callback):
 
 
 class CaptureAt(keras.callbacks.Callback):
-    """Call `fn(model)` right after training step `iteration` (the rewind point), then stop listening."""
+    """Call `fn(model)` right after training step `iteration` (the rewind point), then stop listening.
 
-    def __init__(self, iteration: int, fn: Callable):
+    `iteration` may also be several steps (the theta_k of an instability sweep, one training for
+    all k): `fn` runs after each, and reads the step from `model.optimizer.iterations`.
+    """
+
+    def __init__(self, iteration: Union[int, Sequence[int]], fn: Callable):
         super().__init__()
-        self.iteration, self.fn, self.done = int(iteration), fn, False
+        steps = (iteration,) if isinstance(iteration, (int, np.integer)) else iteration
+        self.iterations = tuple(sorted({int(s) for s in steps}))
+        if not self.iterations:
+            raise ValueError("CaptureAt needs at least one iteration")
+        self.iteration = self.iterations[-1]  # the last: a network resumed past it needs no capture
+        self.fn, self.done = fn, False
 
     def _implements_train_batch_hooks(self):
-        return not self.done  # per-batch hooks slow every step: only until the point is caught
+        return not self.done  # per-batch hooks slow every step: only until the last point is caught
 
     def on_train_batch_end(self, batch, logs=None):
-        if not self.done and int(self.model.optimizer.iterations.numpy()) == self.iteration:
+        if self.done:
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        if step in self.iterations:
             self.fn(self.model)
-            self.done = True
+            self.done = step == self.iteration
 
 
 def train(
