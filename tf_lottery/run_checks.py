@@ -173,3 +173,53 @@ def select_round(rows: Sequence[dict], which) -> int:
     if index not in numbers:
         raise ValueError(f"round {index} is out of range; allowed: best, last or 0..{max(numbers)} (the finished rounds)")
     return index
+
+
+# Keys of an instability result (`instability/level_RR_k_KKKKK/path.json`, tf_lottery.stability).
+INSTABILITY_KEYS = {
+    "level": int,
+    "rewind_step": int,
+    "weights_remaining": float,
+    "iterations": int,
+    "seeds": list,
+    "same_data_order": bool,
+    "alphas": list,
+    "errors": list,
+    "barrier": float,
+    "endpoint_errors": list,
+}
+
+
+def check_instability(path: str, result: Any, level: Optional[int] = None, rewind_step: Optional[int] = None) -> dict:
+    """An instability result: the test errors at two or more alphas from 0 to 1, and their barrier.
+
+    The barrier must be the errors' own (`instability.error_barrier`); `level` and `rewind_step`,
+    when given, must be the ones its folder names.
+    """
+    from tf_lottery.instability import error_barrier  # NumPy only
+
+    if not isinstance(result, dict) or set(result) != set(INSTABILITY_KEYS):
+        keys = sorted(result) if isinstance(result, dict) else type(result).__name__
+        raise corrupt(path, f"is not an instability result (keys {keys}, expected {sorted(INSTABILITY_KEYS)})")
+    for key, kind in INSTABILITY_KEYS.items():
+        _check_value(path, key, result[key], kind)
+    alphas, errors = result["alphas"], result["errors"]
+    for key, values, length in (("alphas", alphas, None), ("errors", errors, len(alphas)),
+                                ("endpoint_errors", result["endpoint_errors"], 2), ("seeds", result["seeds"], 2)):
+        kind = int if key == "seeds" else float
+        for value in values:
+            _check_value(path, key, value, kind)
+        if length is not None and len(values) != length:
+            raise corrupt(path, f"has {len(values)} {key}, expected {length}")
+    if len(alphas) < 2 or alphas[0] != 0.0 or alphas[-1] != 1.0 or any(b <= a for a, b in zip(alphas, alphas[1:])):
+        raise corrupt(path, "has alphas that do not rise from 0 to 1 in two or more points")
+    if any(not 0.0 <= e <= 1.0 for e in errors + result["endpoint_errors"]):
+        raise corrupt(path, "has an error outside [0, 1]")
+    if abs(result["barrier"] - error_barrier(errors)) > 1e-9:
+        raise corrupt(path, f"has barrier {result['barrier']!r}, but its errors give {error_barrier(errors)!r}")
+    if not 0 < result["weights_remaining"] <= 1 or result["level"] < 0 or result["rewind_step"] < 0 or result["iterations"] < 1:
+        raise corrupt(path, "has a level, rewind_step, iterations or weights_remaining out of range")
+    for key, wanted in (("level", level), ("rewind_step", rewind_step)):
+        if wanted is not None and result[key] != wanted:
+            raise corrupt(path, f"says {key} {result[key]}, but its folder is for {key} {wanted}")
+    return result

@@ -12,6 +12,11 @@ Layout (RR is the two-digit round, STAGE is `main` for the ticket or a branch na
   in_progress/               a mid-training checkpoint of the stage now running, for resuming
   summary.json, rounds.csv   every finished round, rebuilt from the round files after each stage
   tensorboard/               scalars per stage
+  instability/               the instability analysis (tf_lottery.stability), KKKKK the rewind step k:
+    theta_k/k_KKKKK.npz        the dense network after k iterations of round 0's training
+    level_RR_k_KKKKK/          two copies of round RR's ticket trained from theta_k: a.npz, b.npz (weights),
+                               a.json, b.json (as STAGE.json), path.json (errors along the path, barrier),
+                               in_progress/ (the copy being trained)
 
 The files are the only state between stages: what is on disk is done, and everything read back
 is checked (types, keys, shapes, 0/1 masks, counts) before it is used. Files are written to a
@@ -41,12 +46,14 @@ from tf_lottery.files import (  # noqa: F401  (re-exported: the run's own file h
     load_json, refuse_link, save_arrays,
 )
 from tf_lottery.run_checks import (  # noqa: F401
-    _check_value, check_history, check_masks, check_ours, check_row, check_stage, check_weights, select_round, stage_row,
+    _check_value, check_history, check_instability, check_masks, check_ours, check_row, check_stage, check_weights,
+    select_round, stage_row,
 )
 
 MAIN = "main"
 STAGE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _ROUND_DIR = re.compile(r"^round_(\d{2,})$")
+_INSTABILITY_DIR = re.compile(r"^level_(\d{2,})_k_(\d{5,})$")
 CSV_COLUMNS = (
     "round",
     "weights_remaining",
@@ -107,6 +114,25 @@ class RunDirectory:
 
     def tensorboard_dir(self, name: str) -> str:
         return self.file("tensorboard", name)
+
+    @property
+    def instability_root(self) -> str:
+        return self.file("instability")
+
+    def theta_k_file(self, rewind_step: int) -> str:
+        return os.path.join(self.instability_root, "theta_k", f"k_{rewind_step:05d}.npz")
+
+    def instability_dir(self, level: int, rewind_step: int, same_data_order: bool = False) -> str:
+        """`same_data_order` (a test of the method: both copies see one data order) keeps its own folder."""
+        name = f"level_{level:02d}_k_{rewind_step:05d}" + ("_same_order" if same_data_order else "")
+        return os.path.join(self.instability_root, name)
+
+    def instability_on_disk(self) -> list[tuple[int, int]]:
+        """(level, rewind_step) of every instability folder, sorted."""
+        if not os.path.isdir(self.instability_root):
+            return []
+        found = (_INSTABILITY_DIR.match(name) for name in os.listdir(self.instability_root))
+        return sorted((int(m.group(1)), int(m.group(2))) for m in found if m)
 
     def rounds_on_disk(self) -> list[int]:
         """Round numbers that have a folder, sorted."""
@@ -214,6 +240,7 @@ class RunDirectory:
         return record
 
     # -- arrays -------------------------------------------------------------------------------
+    # `name` is a file of the run (initial.npz), or a full path from one of the path functions above.
     def save_weights(self, name: str, values: list[np.ndarray]) -> None:
         save_arrays(self.file(name), {f"w{i:04d}": v for i, v in enumerate(values)})
 
@@ -256,6 +283,14 @@ class RunDirectory:
         if not os.path.lexists(path):
             return None
         return check_stage(path, load_json(path), total_iterations)
+
+    # -- instability results ----------------------------------------------------------------
+    def load_instability(self, level: int, rewind_step: int, same_data_order: bool = False) -> Optional[dict]:
+        """path.json of one (level, rewind_step), checked; None when absent."""
+        path = os.path.join(self.instability_dir(level, rewind_step, same_data_order), "path.json")
+        if not os.path.lexists(path):
+            return None
+        return check_instability(path, load_json(path), level, rewind_step)
 
     # -- in-progress training ---------------------------------------------------------------
     def load_progress(self, total_iterations: int) -> Optional[dict]:
