@@ -1,0 +1,361 @@
+"""Instability analysis of a ticket search: are a round's ticket and the dense network stable to SGD noise?
+
+Frankle, Dziugaite, Roy & Carbin, "Linear Mode Connectivity and the Lottery Ticket Hypothesis"
+(ICML 2020). For round (level) r of a lottery-find run and a rewind step k: take theta_k, the dense
+network after k iterations of round 0's training (its seed, data order and optimizer), keep what
+round r's mask keeps, and train two copies for the remaining T - k iterations with the learning
+rate schedule continuing from k, each on its own data order. Then evaluate the test error at
+`points` evenly spaced alphas on the straight line between the two trained copies; the
+instability is the error barrier, the maximum error on the path minus the mean of the endpoints'
+(`tf_lottery.instability`, which holds the math). Level 0 is the dense network.
+
+All of theta_k for a sweep comes from one dense training to max(k), captured at each k (k = 0 is
+initial.npz; k = the run's rewind_step is its rewind.npz). Like lottery-find's stages, every result
+is a file of the run directory (`RunDirectory.instability_dir`), read back and checked rather than
+recomputed, written atomically, and a copy cut off mid-way resumes from its checkpoint:
+
+    from tf_lottery import stability
+    rows = stability.analyze("runs/lenet", levels=(0, 3), rewind_steps=(0, 100, 500))
+    rows[0]["barrier"], rows[0]["errors"]   # what instability/level_00_k_00000/path.json holds
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import numbers
+import os
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from tf_lottery import branches, distribute, instability, pruning, training
+from tf_lottery import config as config_lib
+from tf_lottery import masks as mask_math
+from tf_lottery.files import atomic_write_json, corrupt, load_json
+from tf_lottery.levels import Search
+from tf_lottery.run_checks import check_stage
+from tf_lottery.run_directory import CorruptRunError, RunDirectory
+
+MAIN = branches.MAIN
+COPIES = ("a", "b")
+POINTS = 30  # the paper's number of interpolation points
+
+
+def copy_seed(seed: int, level: int, rewind_step: int, copy: str) -> int:
+    """The data-order seed of one copy: a pure function of (run seed, level, k, copy), distinct per copy."""
+    digest = hashlib.sha256(f"instability {seed} {level} {rewind_step} {copy}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % (2**31 - 1)
+
+
+def format_row(row: dict) -> str:
+    """The line printed for each (level, rewind step)."""
+    errors = row["errors"]
+    return (
+        f"level {row['level']:2d} | weights remaining {100 * row['weights_remaining']:6.2f}% | "
+        f"rewind step {row['rewind_step']:6d} | instability {100 * row['barrier']:6.2f}% | "
+        f"endpoint errors {100 * errors[0]:.2f}% {100 * errors[-1]:.2f}% | max on path {100 * max(errors):.2f}%"
+    )
+
+
+def _integers(name: str, values) -> tuple[int, ...]:
+    """Sorted distinct non-negative integers from a sequence (or one integer, or "0,25,100")."""
+    if isinstance(values, (str, bytes)):
+        values = [v for v in str(values).split(",") if v.strip()]
+    elif isinstance(values, numbers.Integral):
+        values = [values]
+    out = set()
+    for value in values:
+        try:
+            number = int(value.strip()) if isinstance(value, str) else value
+        except ValueError:
+            number = None
+        if not isinstance(number, numbers.Integral) or isinstance(number, bool) or number < 0:
+            raise ValueError(f"{name} value {value!r} is not an integer >= 0")
+        out.add(int(number))
+    if not out:
+        raise ValueError(f"{name} is empty; give at least one")
+    return tuple(sorted(out))
+
+
+@dataclasses.dataclass
+class _Analysis:
+    """One run opened for analysis: its search (model, config, inputs, run directory) and the copies' data orders."""
+
+    search: Search
+    points: int
+    same_data_order: bool
+
+    @property
+    def run(self) -> RunDirectory:
+        return self.search.run
+
+    @property
+    def config(self) -> config_lib.ExperimentConfig:
+        return self.search.config
+
+    def seeds(self, level: int, rewind_step: int) -> list[int]:
+        seeds = [copy_seed(self.config.runtime.seed, level, rewind_step, c) for c in COPIES]
+        return [seeds[0], seeds[0]] if self.same_data_order else seeds
+
+    def folder(self, level: int, rewind_step: int) -> str:
+        return self.run.instability_dir(level, rewind_step, self.same_data_order)
+
+    # -- reading what is on disk -------------------------------------------------------------
+    def masks(self, level: int) -> dict:
+        masks = self.search.load_masks(level)
+        if masks is None and level > 0:
+            raise CorruptRunError(f"{self.run.masks_file(level)} is missing though round {level} finished; "
+                                  f"rerun lottery-find with the same flags to recompute it")
+        return masks if masks is not None else self.search.dense_masks()
+
+    def theta_k(self, rewind_step: int) -> Optional[list[np.ndarray]]:
+        """The dense network after `rewind_step` iterations of round 0, or None if not recorded yet."""
+        shapes = self.search.weight_shapes
+        if rewind_step == 0:
+            weights = self.run.load_weights("initial.npz", shapes)
+            if weights is None:
+                raise CorruptRunError(f"{self.run.file('initial.npz')} (theta_0) is missing; the run cannot be analyzed")
+            return weights
+        if rewind_step == self.config.pruning.rewind_step:
+            return self.search.rewind_weights()  # the very weights the run's tickets start from
+        return self.run.load_weights(self.run.theta_k_file(rewind_step), shapes)
+
+    def copy(self, level: int, rewind_step: int, name: str, masks: dict) -> Optional[tuple[list[np.ndarray], dict]]:
+        """A trained copy (weights, stage result), checked: None unless both its files are there."""
+        folder = self.folder(level, rewind_step)
+        weights_path, result_path = os.path.join(folder, f"{name}.npz"), os.path.join(folder, f"{name}.json")
+        if not (os.path.lexists(weights_path) and os.path.lexists(result_path)):
+            return None
+        result = check_stage(result_path, load_json(result_path), self.search.total - rewind_step)
+        weights = self.run.load_weights(weights_path, self.search.weight_shapes)
+        for layer, position in pruning.kernel_positions(self.search.model).items():
+            if np.any(weights[position][masks[layer] == 0] != 0):
+                raise corrupt(weights_path, f"has weights of layer {layer!r} that round {level}'s mask prunes "
+                              "(it was trained with another mask)", f"delete {folder} to retrain both copies")
+        return weights, result
+
+    def finished_path(self, level: int, rewind_step: int, masks: dict) -> Optional[dict]:
+        """path.json when it answers this question (same mask, seeds and number of points), else None."""
+        saved = self.run.load_instability(level, rewind_step, self.same_data_order)
+        if saved is None:
+            return None
+        path = os.path.join(self.folder(level, rewind_step), "path.json")
+        if saved["seeds"] != self.seeds(level, rewind_step) or saved["iterations"] != self.search.total - rewind_step:
+            raise corrupt(path, "was computed for another run (seeds or iterations differ)", f"delete {os.path.dirname(path)}")
+        if abs(saved["weights_remaining"] - mask_math.weights_remaining(masks)) > 1e-12:
+            raise corrupt(path, f"was computed with another mask ({100 * saved['weights_remaining']:.2f}% of weights "
+                          f"remaining, round {level} keeps {100 * mask_math.weights_remaining(masks):.2f}%)",
+                          f"delete {os.path.dirname(path)}")
+        return saved if len(saved["alphas"]) == self.points else None  # another resolution: recompute from the copies
+
+    # -- computing what is missing -------------------------------------------------------------
+    def train_theta_k(self, steps: Sequence[int]) -> None:
+        """Train the dense network of round 0 to max(steps) and record theta_k at each step."""
+        search, run = self.search, self.run
+        store = RunDirectory(os.path.dirname(run.theta_k_file(steps[0])))  # its in_progress/ resumes this training
+        state = store.load_progress(search.total)
+        if state is not None and state["iteration"] >= min(steps):
+            store.clear_progress()  # it went past a step that is now missing: start again
+        pruning.set_masks(search.model, search.dense_masks())
+        pruning.restore(search.model, self.theta_k(0))
+        stage = training.Stage(round=0, name="theta_k", seed=branches.stage_seed(self.config.runtime.seed, 0, MAIN),
+                               iterations=max(steps))
+
+        def save(model) -> None:
+            step = int(model.optimizer.iterations.numpy())
+            run.save_weights(run.theta_k_file(step), pruning.snapshot(model))
+
+        search.log(f"training the dense network to iteration {max(steps)} for theta_k at k = {', '.join(map(str, steps))}")
+        training.train_stage(search.model, stage, self.config.training, search.inputs, search.objective,
+                             search.strategy, store, search.progress, (), training.CaptureAt(steps, save), search.log)
+        store.clear_progress()
+
+    def train_copy(self, level: int, rewind_step: int, name: str, masks: dict, start: list[np.ndarray]) -> tuple[list, dict]:
+        """Train one copy from theta_k under the mask for T - k iterations, the schedule continuing from k."""
+        search = self.search
+        folder = self.folder(level, rewind_step)
+        store = RunDirectory(folder)  # its in_progress/ holds the copy being trained
+        seed = self.seeds(level, rewind_step)[COPIES.index(name)]
+        pruning.set_masks(search.model, masks)
+        pruning.restore(search.model, start)
+        stage = training.Stage(round=level, name=f"instability_k{rewind_step}_{name}", seed=seed,
+                               iterations=search.total - rewind_step, schedule_offset=rewind_step)
+        result = training.train_stage(search.model, stage, self.config.training, search.inputs, search.objective,
+                                      search.strategy, store, search.progress, (), None, search.log)
+        result["weights_remaining"] = mask_math.weights_remaining(masks)
+        result["layers"] = mask_math.layer_weights_remaining(masks)
+        result["all_weights_remaining"] = pruning.weights_remaining_all(search.model, masks)
+        weights = pruning.snapshot(search.model)
+        self.run.save_weights(os.path.join(folder, f"{name}.npz"), weights)
+        atomic_write_json(os.path.join(folder, f"{name}.json"), result)  # last: the copy is done
+        store.clear_progress()
+        return weights, result
+
+    def evaluate_path(self, level: int, rewind_step: int, masks: dict, copies: dict) -> dict:
+        """Test error at `points` alphas between the copies; written to path.json."""
+        search = self.search
+        model = search.model
+        pruning.set_masks(model, masks)
+        if getattr(model, "compiled_loss", None) is None:  # nothing trained in this process yet
+            with search.strategy.scope():
+                search.objective.compile(model, training.make_optimizer(self.config.training), self.config.training.jit_compile)
+
+        def test_error(m) -> float:
+            return 1.0 - float(m.evaluate(search.inputs.test, verbose=0, return_dict=True)["accuracy"])
+
+        (weights_a, result_a), (weights_b, result_b) = copies["a"], copies["b"]
+        path = instability.evaluate_path(model, weights_a, weights_b, test_error, self.points)
+        row = {
+            "level": level,
+            "rewind_step": rewind_step,
+            "weights_remaining": mask_math.weights_remaining(masks),
+            "iterations": search.total - rewind_step,
+            "seeds": self.seeds(level, rewind_step),
+            "same_data_order": self.same_data_order,
+            **path.to_dict(),
+            "endpoint_errors": [1.0 - float(result_a["test_accuracy"]), 1.0 - float(result_b["test_accuracy"])],
+        }
+        atomic_write_json(os.path.join(self.folder(level, rewind_step), "path.json"), row)
+        return row
+
+
+def _open(run: RunDirectory, record: dict, config, strategy, model, splits) -> Search:
+    """The run's model (zoo, recorded architecture, or `model`), wrapped, and its data, as lottery-find built them."""
+    from tf_lottery import lottery
+    from tf_lottery.export import loading
+
+    inputs = lottery._make_inputs(config, splits, None, None, None, strategy, 3)  # noqa: SLF001
+    saved = record.get("data_fingerprint")
+    if saved is not None and saved != inputs.fingerprint:
+        raise ValueError(
+            f"{run.path} was trained on other data (data fingerprint {saved}, now {inputs.fingerprint}): the images "
+            f"or labels loaded for dataset {config.data.dataset!r} differ; give the run's data (--data_dir)"
+        )
+    distribute.check_batch_size(config.training.batch_size, strategy)
+    if distribute.num_workers(strategy) > 1:
+        from tf_lottery import inputs as inputs_lib
+
+        inputs = inputs_lib.shard_for_workers(inputs)
+    keras.utils.set_random_seed(config.runtime.seed)
+    with strategy.scope():
+        built, described = loading._build(model, record, loading._input_shape(record, None))  # noqa: SLF001
+        wrapped = pruning.wrap(built, warn=False)
+    loading._check_kernels(wrapped, record, described)  # noqa: SLF001
+    objective = lottery._objective(wrapped, None, None, None, inputs.one_hot)  # noqa: SLF001
+    return Search(wrapped, config, inputs, run, strategy, objective)
+
+
+def _finished_rounds(search: Search) -> list[int]:
+    return [r for r in search.run.rounds_on_disk()
+            if search.run.load_stage(r, MAIN, search.stage_iterations(r, MAIN)) is not None]
+
+
+def analyze(
+    run_dir,
+    levels: Sequence[int] = (0,),
+    rewind_steps: Sequence[int] = (0,),
+    points: int = POINTS,
+    strategy: Optional[tf.distribute.Strategy] = None,
+    data_dir: Optional[str] = None,
+    log: Callable[[str], None] = print,
+    progress=None,
+    *,
+    model=None,
+    splits=None,
+    same_data_order: bool = False,
+) -> list[dict]:
+    """The instability of round r's ticket (level 0: the dense network) from each rewind step k.
+
+    Args:
+      run_dir: a lottery-find run directory with the levels asked for finished (a search still
+        going on elsewhere holds the run's lock: wait for it).
+      levels: rounds whose mask (round_RR/masks.npz) the copies train under; 0 is the dense network.
+      rewind_steps: iterations k of round 0's training the copies start from; 0 <= k < T.
+      points: alphas on the path, 0 and 1 included (the paper: 30).
+      strategy: a tf.distribute strategy; building, training and evaluating run in its scope.
+      data_dir: where the run's dataset is, when not where config.json says.
+      log, progress: where the result lines go; a `tf_lottery.progress.Progress` bar.
+      model: the run's model, only when config.json cannot rebuild it (custom layers), as for export.
+      splits: the `tf_lottery.data.Splits` the run was trained on, for runs made on your own arrays.
+      same_data_order: give both copies the same data order (a check of the method: barrier 0).
+        Kept in its own folders (level_RR_k_KKKKK_same_order).
+
+    Returns:
+      One dict per (level, k), sorted: what path.json holds (level, rewind_step,
+      weights_remaining, alphas, errors, barrier, endpoint_errors, seeds, iterations).
+
+    Raises:
+      ValueError: no such run, a level not finished, k outside 0..T-1, other data, a damaged file
+        (`CorruptRunError`), or a run being written by another process (`RunLockedError`).
+    """
+    levels = _integers("levels", levels)
+    rewind_steps = _integers("rewind_steps", rewind_steps)
+    if not isinstance(points, numbers.Integral) or isinstance(points, bool) or points < 2:
+        raise ValueError(f"points={points!r} must be an integer >= 2 (the paper uses {POINTS})")
+    run_dir = os.fspath(run_dir) if isinstance(run_dir, os.PathLike) else run_dir
+    if not isinstance(run_dir, str) or not os.path.isdir(run_dir):
+        raise ValueError(f"run_dir {run_dir!r} does not exist or is not a directory")
+    if not RunDirectory(run_dir).exists():
+        raise ValueError(f"run_dir {run_dir!r} holds no lottery-find run (no config.json)")
+    strategy = strategy or tf.distribute.get_strategy()
+
+    with contextlib.ExitStack() as stack:
+        run = stack.enter_context(distribute.run_directory(run_dir, strategy))
+        record = run.read_record()
+        config = record["experiment"]
+        if data_dir is not None:
+            config = config_lib.override(config, data_dir=data_dir)
+        if config.runtime.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        search = _open(run, record, config, strategy, model, splits)
+        search.log, search.progress = log, progress
+        total = search.total
+        late = [k for k in rewind_steps if k >= total]
+        if late:
+            raise ValueError(f"rewind_steps value {late[0]} is past the end of training ({total} iterations); "
+                             f"allowed: 0 <= rewind step < {total}")
+        finished = _finished_rounds(search)
+        absent = [r for r in levels if r not in finished]
+        if absent:
+            have = f"0-{max(finished)}" if finished else "none yet"
+            raise ValueError(f"round {absent[0]} of {run.path} has not finished (finished rounds: {have}); "
+                             "allowed levels: the finished rounds")
+        run.lock()  # held to the end: lottery-find cannot resume the run meanwhile, nor another analysis
+        stack.callback(run.unlock)
+        run.check_no_links()
+        analysis = _Analysis(search, int(points), bool(same_data_order))
+
+        # Read everything a resume depends on before writing anything: a damaged file costs one line.
+        masks = {level: analysis.masks(level) for level in levels}
+        done, copies, thetas = {}, {}, {}
+        for level in levels:
+            for k in rewind_steps:
+                done[level, k] = analysis.finished_path(level, k, masks[level])
+                if done[level, k] is None:
+                    copies[level, k] = {c: analysis.copy(level, k, c, masks[level]) for c in COPIES}
+                    if any(v is None for v in copies[level, k].values()) and k not in thetas:
+                        thetas[k] = analysis.theta_k(k)
+        run.remove_temporaries()
+        stack.enter_context(distribute.peer_failures(strategy, run_dir))
+
+        missing = sorted(k for k, weights in thetas.items() if weights is None)
+        if missing:
+            analysis.train_theta_k(missing)
+            thetas.update({k: analysis.theta_k(k) for k in missing})
+        rows = []
+        for level in levels:
+            for k in rewind_steps:
+                row = done[level, k]
+                if row is None:
+                    pair = copies[level, k]
+                    for name in COPIES:
+                        if pair[name] is None:
+                            pair[name] = analysis.train_copy(level, k, name, masks[level], thetas[k])
+                    row = analysis.evaluate_path(level, k, masks[level], pair)
+                log(format_row(row))
+                rows.append(row)
+    return rows
