@@ -5,7 +5,8 @@
 same search with other seeds) are averaged per round with min-max error bars, as the paper's
 figures are; with `compare=True`, runs of different searches are drawn as separate series instead,
 labelled by the config fields where they differ. Rounds or controls that have not finished are
-left out of the curves and listed in `notes`. Imports no TensorFlow.
+left out of the curves and listed in `notes`. Runs holding an instability analysis (lottery-instability)
+also get its plots and table (report_stability). Imports no TensorFlow.
 
     report.write_report(["runs/lenet3"], "reports/lenet3")
     report.curves(report.load_runs(["runs/lenet3"]))  # the numbers alone
@@ -17,6 +18,7 @@ import dataclasses
 import os
 from typing import Optional, Sequence
 
+from tf_lottery import report_stability
 from tf_lottery.branches import MAIN
 from tf_lottery.files import atomic_write_bytes, atomic_write_json, temporary_name
 from tf_lottery.report_data import (
@@ -203,6 +205,7 @@ def write_report(
     runs = load_runs(run_dirs)
     _check_branches(branches)
     notes = ([] if compare else consistency_notes(runs)) + [n for run in runs for n in run.notes]
+    stability = report_stability.load_results(runs, notes)  # also lists their files for data_out
     title = _title(runs, compare)
     if compare:
         data, tables = _compare_sections(runs, branches, notes)
@@ -211,6 +214,8 @@ def write_report(
         data = curves(runs, levels)
         tables = ["## Rounds", "", "Mean (min-max) over runs; accuracy in percent of the test set.", "", table(runs)]
         plots = PLOTS
+        extra_data, extra_tables, extra_plots = report_stability.section(stability, levels)
+        data, tables, plots = {**data, **extra_data}, tables + extra_tables, plots + extra_plots
     _destinations(out, data_out)
     files, sections = _draw(plots, data, out, title, notes)
     curves_path = os.path.join(out, "curves.json")
