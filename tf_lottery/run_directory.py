@@ -13,7 +13,8 @@ Layout (RR is the two-digit round, STAGE is `main` for the ticket or a branch na
   summary.json, rounds.csv   every finished round, rebuilt from the round files after each stage
   tensorboard/               scalars per stage
   instability/               the instability analysis (tf_lottery.stability), KKKKK the rewind step k:
-    theta_k/k_KKKKK.npz        the dense network after k iterations of round 0's training
+    theta_k/k_KKKKK.npz        the dense network after k iterations of round 0's training (in_progress/: that
+                               training, cut off)
     level_RR_k_KKKKK/          two copies of round RR's ticket trained from theta_k: a.npz, b.npz (weights),
                                a.json, b.json (as STAGE.json), path.json (errors along the path, barrier),
                                in_progress/ (the copy being trained)

@@ -12,7 +12,16 @@ instability is the error barrier, the maximum error on the path minus the mean o
 All of theta_k for a sweep comes from one dense training to max(k), captured at each k (k = 0 is
 initial.npz; k = the run's rewind_step is its rewind.npz). Like lottery-find's stages, every result
 is a file of the run directory (`RunDirectory.instability_dir`), read back and checked rather than
-recomputed, written atomically, and a copy cut off mid-way resumes from its checkpoint:
+recomputed, written atomically, and a copy cut off mid-way resumes from its checkpoint. path.json
+is the result: once it is there (for the same number of points) nothing else is needed or redone.
+
+Where this differs from the paper, and why: the paper finds one IMP mask per k (IMP rewinding to
+k); here every k uses the run's round r mask, found with the run's own rewind_step: the paper's
+protocol where k is that step, one search instead of one per k elsewhere. The copies train T - k
+iterations, as the paper's do (the run's own weight-rewound tickets train T from their rewind
+point). Each copy starts with a fresh optimizer, like every network of a search (a run's rewind
+points hold weights, not optimizer state), and trains with the default cross-entropy on the
+model's output (config.json does not record a user's own loss).
 
     from tf_lottery import stability
     rows = stability.analyze("runs/lenet", levels=(0, 3), rewind_steps=(0, 100, 500))
