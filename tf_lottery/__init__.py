@@ -37,9 +37,9 @@ _EXPORTS = {
     "wrap": "tf_lottery.pruning",
 }
 _SUBMODULES = (
-    "branches", "callbacks", "checkpoints", "config", "data", "distribute", "export", "inputs", "keras3",
-    "levels", "lottery", "masks", "progress", "pruning", "report", "run_directory", "strategies", "ticket",
-    "training",
+    "branches", "building", "callbacks", "checkpoints", "config", "data", "data_files", "distribute", "errors",
+    "export", "files", "inputs", "instability", "keras3", "levels", "lottery", "masks", "progress", "pruning",
+    "report", "run_checks", "run_directory", "scoring", "stability", "strategies", "ticket", "training",
 )
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
