@@ -34,6 +34,11 @@ if ! { [ -x .venv/bin/python ] && .venv/bin/python -m pip --version >/dev/null 2
   run "$PYTHON" -m venv --clear .venv
 fi
 run .venv/bin/python -m pip install -q --upgrade pip
+# setuptools warns on every editable install of a package_dir layout like ours ("Please be careful
+# with folders in your working directory with the same name as your package"), and pip shows the
+# backend's warnings even with -q: 10 lines on stderr at each run that need no action here (the
+# folders of that name are this package's own sources). Only that warning is silenced.
+export PYTHONWARNINGS="${PYTHONWARNINGS:+$PYTHONWARNINGS,}ignore:Editable installation:UserWarning:setuptools.command.editable_wheel"
 if [ "${1:-}" = "--test" ]; then
   run .venv/bin/python -m pip install -q -e ".[test]"
 else
