@@ -17,7 +17,7 @@ import re
 import secrets
 import shutil
 import zipfile
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -139,3 +139,39 @@ def load_arrays(path: str) -> dict[str, np.ndarray]:
             return {k: data[k] for k in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
         raise corrupt(path, f"is truncated or corrupted ({type(e).__name__})") from e
+
+
+def make_directories(path: str) -> list[str]:
+    """Create `path` and its missing parents; return those created, deepest last (OSError naming a file in the way)."""
+    missing = []
+    current = os.path.abspath(path)
+    while not os.path.isdir(current):
+        missing.append(current)
+        current = os.path.dirname(current)
+    created = []
+    try:
+        for directory in reversed(missing):
+            os.mkdir(directory)
+            created.append(directory)
+    except OSError:
+        remove_directories(created)
+        raise
+    return created
+
+
+def remove_directories(created: Sequence[str]) -> None:
+    """Remove directories `make_directories` created, deepest first, and only while they are empty."""
+    for directory in reversed(created):
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
+
+
+@contextlib.contextmanager
+def made_directory(directory: str) -> Iterator[None]:
+    """Create `directory` (and missing parents) for the block; remove those created if the block fails."""
+    created = make_directories(directory)
+    try:
+        yield
+    except BaseException:
+        remove_directories(created)
+        raise

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 from tf_lottery import report_stability
 from tf_lottery.branches import MAIN
-from tf_lottery.files import atomic_write_bytes, atomic_write_json, temporary_name
+from tf_lottery.files import make_directories, remove_directories, atomic_write_bytes, atomic_write_json, temporary_name
 from tf_lottery.report_data import (
     METRICS, PAPER_LEVELS, Series, choose_rounds, compare_curves, compare_key, comparison_table, curves, round_levels,
     table,
@@ -51,43 +51,17 @@ class Report:
 
 
 # -- destinations ------------------------------------------------------------------------------
-def _make_dirs(path: str) -> list[str]:
-    """Create `path` and its missing parents; return those created, deepest last. OSError as is."""
-    missing = []
-    current = os.path.abspath(path)
-    while not os.path.isdir(current):
-        missing.append(current)
-        current = os.path.dirname(current)
-    created = []
-    try:
-        for directory in reversed(missing):
-            os.mkdir(directory)  # a file in the way: FileExistsError naming it
-            created.append(directory)
-    except OSError:
-        _remove_dirs(created)
-        raise
-    return created
-
-
-def _remove_dirs(created: Sequence[str]) -> None:
-    for directory in reversed(created):
-        try:
-            os.rmdir(directory)
-        except OSError:
-            pass
-
-
 def _writable(path: str) -> list[str]:
     """Make sure files can be written into directory `path` (an OSError naming it if not), before
     anything is; return the directories created for it."""
-    created = _make_dirs(path)
+    created = make_directories(path)
     probe = temporary_name(os.path.join(path, "probe"))
     try:
         with open(probe, "xb"):
             pass
         os.unlink(probe)
     except OSError as e:
-        _remove_dirs(created)
+        remove_directories(created)
         raise OSError(e.errno, e.strerror, path) from None
     return created
 
@@ -100,7 +74,7 @@ def _destinations(*paths: Optional[str]) -> None:
             if path is not None:
                 created += _writable(path)
     except OSError:
-        _remove_dirs(created)
+        remove_directories(created)
         raise
 
 

@@ -73,3 +73,23 @@ def raise_on_sigterm() -> None:
 def interrupted_status(error: KeyboardInterrupt) -> int:
     """The exit status after an interruption: 143 for SIGTERM, 130 for Ctrl-C (SIGINT)."""
     return TERMINATED_STATUS if isinstance(error, Terminated) else INTERRUPTED_STATUS
+
+
+def start(program: str, quiet: bool, verbose: bool):
+    """The prologue of a long-running CLI: SIGTERM as Ctrl-C, TensorFlow quiet unless `verbose`,
+    --quiet and --verbose exclusive. Returns the function that prints a line (nothing when quiet)."""
+    from absl import logging
+
+    raise_on_sigterm()
+    quiet_tensorflow(verbose)  # before anything imports TensorFlow
+    if quiet and verbose:
+        raise ValueError("--quiet and --verbose exclude each other; give at most one")
+    if not verbose and not _verbosity_given():
+        logging.set_verbosity(logging.WARNING)  # TF's per-checkpoint INFO lines would drown the output
+    return (lambda line: None) if quiet else (lambda line: print(line, flush=True))
+
+
+def _verbosity_given() -> bool:
+    from absl import flags
+
+    return "verbosity" in flags.FLAGS and flags.FLAGS["verbosity"].present

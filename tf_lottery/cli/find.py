@@ -12,7 +12,7 @@ import dataclasses
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from tf_lottery.cli import common
 from tf_lottery.cli import flags as config_flags
@@ -52,15 +52,8 @@ def replicate_runs(config, output_dir: str, replicates: int):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    common.raise_on_sigterm()
-    common.quiet_tensorflow(FLAGS.verbose)  # before anything imports TensorFlow
-    if FLAGS.quiet and FLAGS.verbose:
-        print("lottery-find: error: --quiet and --verbose exclude each other; give at most one", file=sys.stderr)
-        return 1
-    if not FLAGS.verbose and not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # TF's per-checkpoint INFO lines would drown the rounds
-    say = (lambda line: None) if FLAGS.quiet else (lambda line: print(line, flush=True))
     try:
+        say = common.start("lottery-find", FLAGS.quiet, FLAGS.verbose)
         if not FLAGS.output_dir:
             raise ValueError("output_dir='' is empty; give a directory for the run (--output_dir=runs/NAME)")
         config = config_from_flags()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from tf_lottery import config as config_lib
 from tf_lottery.cli import common
@@ -49,15 +49,8 @@ def runtime_from_flags() -> config_lib.RuntimeConfig:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    common.raise_on_sigterm()
-    common.quiet_tensorflow(FLAGS.verbose)  # before anything imports TensorFlow
-    if FLAGS.quiet and FLAGS.verbose:
-        print("lottery-instability: error: --quiet and --verbose exclude each other; give at most one", file=sys.stderr)
-        return 1
-    if not FLAGS.verbose and not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    say = (lambda line: None) if FLAGS.quiet else (lambda line: print(line, flush=True))
     try:
+        say = common.start("lottery-instability", FLAGS.quiet, FLAGS.verbose)
         if not FLAGS.run_dir:
             raise ValueError("no --run_dir given; pass a lottery-find output_dir (--run_dir=runs/NAME)")
         runtime = runtime_from_flags()

@@ -206,7 +206,7 @@ def _publish(prepared: _Prepared, directory, model_name, format, version, warmup
         served, storage = prepared.stripped, {name: "dense" for name in prepared.masks}
     meta = _metadata(prepared, format, storage, metadata)
     serving_name = model_name or os.path.basename(directory.rstrip(os.sep)) or "model"
-    with versions.made_directory(directory):
+    with files.made_directory(directory):
         versions.remove_stale_temporaries(directory)
         version, path = versions.version_path(directory, version, overwrite)
         with saved_model.disk_errors(path), files.atomic_directory(path) as tmp:

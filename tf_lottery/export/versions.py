@@ -13,7 +13,7 @@ import numbers
 import os
 import re
 import shutil
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 from tf_lottery import files
 
@@ -150,24 +150,6 @@ def _running(pid: int) -> bool:
     except OSError:
         return True  # alive, owned by another user
     return True
-
-
-@contextlib.contextmanager
-def made_directory(directory: str) -> Iterator[None]:
-    """Create `directory` (and missing parents) for the block; remove those created if the block fails."""
-    created = []
-    path = os.path.abspath(directory)
-    while not os.path.exists(path):
-        created.append(path)
-        path = os.path.dirname(path)
-    try:
-        os.makedirs(directory, exist_ok=True)
-        yield
-    except BaseException:
-        for path in created:  # deepest first; only while empty
-            with contextlib.suppress(OSError):
-                os.rmdir(path)
-        raise
 
 
 def make_readable(path: str) -> None:
