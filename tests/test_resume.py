@@ -319,3 +319,31 @@ def test_a_rewind_point_is_saved_once_and_reused_on_resume(finished_run, tmp_pat
     assert again.returncode == 0, again.stderr
     assert snapshot_files(out) == before
     assert not (finished_run / "rewind.npz").exists()  # rewind_step 0: theta_0 lives in initial.npz only
+
+
+def as_version_1(out):
+    """Rewrite a run as tf_lottery 0.1 wrote it: old config names, no record fields, no all_weights_remaining."""
+    record = json.loads((out / "config.json").read_text())
+    config = record["config"]
+    config["model"]["name"] = config["model"].pop("model")
+    config["pruning"]["scope"] = config["pruning"].pop("pruning_scope")
+    for section, field in (("training", "jit_compile"), ("pruning", "pruning_strategy"), ("pruning", "retrain")):
+        config[section].pop(field)
+    (out / "config.json").write_text(json.dumps({"config": config, "fingerprint": record["fingerprint"]}))
+    for path in out.glob("round_*/*.json"):
+        result = json.loads(path.read_text())
+        result.pop("all_weights_remaining", None)
+        path.write_text(json.dumps(result))
+
+
+def test_a_run_of_tf_lottery_0_1_resumes_and_extends(finished_run, tmp_path):
+    out = copy_run(finished_run, tmp_path / "run")
+    as_version_1(out)
+    stages = {p: p.read_bytes() for p in out.glob("round_*/*.json")}
+    result = rerun(out)
+    assert result.returncode == 0, result.stderr
+    assert {p: p.read_bytes() for p in out.glob("round_*/*.json")} == stages  # nothing retrained
+    assert json.loads((out / "config.json").read_text())["config"]["model"]["name"] == "lenet_300_100"  # kept as written
+    extended = rerun(out, "--rounds=3")
+    assert extended.returncode == 0, extended.stderr
+    assert [r["round"] for r in json.loads((out / "summary.json").read_text())["rounds"]] == [0, 1, 2]
