@@ -157,11 +157,14 @@ def finished_run(tmp_path_factory):
 
 
 def rerun(out, *flags):
-    return subprocess.run(
-        FIND + ["--train_subset=600", "--rounds=2", "--iterations=20", "--eval_every=10",
-                "--controls=random_reinit", f"--output_dir={out}"] + list(flags),
-        capture_output=True, text=True, timeout=300, env=env(),
-    )
+    """The finished run's command again (with `flags`), in this process: a new one costs seconds of start-up."""
+    from types import SimpleNamespace
+
+    from cli_runner import run_find
+
+    code, stdout, stderr = run_find("--train_subset=600", "--rounds=2", "--iterations=20", "--eval_every=10",
+                                    "--controls=random_reinit", f"--output_dir={out}", *flags)
+    return SimpleNamespace(returncode=code, stdout=stdout, stderr=stderr)
 
 
 def one_error_line(result) -> str:

@@ -16,6 +16,8 @@ import time
 import numpy as np
 import pytest
 
+from cli_runner import run_find
+
 pytestmark = pytest.mark.integration
 
 FIND = [sys.executable, "-m", "tf_lottery.cli.find"]
@@ -26,7 +28,19 @@ BASE = ["--model=lenet_300_100", "--dataset=fashion_mnist", "--rounds=3", "--ite
 ENV = dict(os.environ, TF_LOTTERY_OFFLINE="1")
 
 
-def find(out, *flags, timeout=600):
+class Result:
+    """What a lottery-find run gave: exit code, stdout and stderr (like subprocess.CompletedProcess)."""
+
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def find(out, *flags):
+    """lottery-find with BASE and `flags` on run `out`, in this process (a new process costs seconds)."""
+    return Result(*run_find(*BASE, f"--output_dir={out}", "--quiet", *flags))
+
+
+def find_process(out, *flags, timeout=600):
     return subprocess.run(FIND + BASE + [f"--output_dir={out}", "--quiet"] + list(flags),
                           capture_output=True, text=True, timeout=timeout, env=ENV)
 
@@ -193,17 +207,18 @@ def test_extending_a_run_with_other_data_is_refused(run, tmp_path):
 # -- one line instead of a traceback -------------------------------------------------------------
 def test_a_second_writer_is_refused_naming_the_first(tmp_path):
     out = tmp_path / "live"
-    first = subprocess.Popen(FIND + BASE + [f"--output_dir={out}", "--quiet", "--iterations=400"],
+    first = subprocess.Popen(FIND + BASE + [f"--output_dir={out}", "--quiet", "--iterations=100000", "--eval_every=500"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
         deadline = time.time() + 300
         while not (out / "round_00" / "masks.npz").exists() and time.time() < deadline:
             time.sleep(0.2)
-        second = find(out, "--iterations=400")
-        line = one_error(second)
+        line = one_error(find(out, "--iterations=100000", "--eval_every=500"))
         assert f"pid {first.pid}" in line and "another process" in line
-        _, stderr = first.communicate(timeout=900)
-        assert first.returncode == 0, stderr
+        first.send_signal(signal.SIGTERM)  # the first writer stops with its one line and can be resumed
+        _, stderr = first.communicate(timeout=300)
+        assert first.returncode == 143
+        assert stderr.splitlines() == [f"lottery-find: interrupted; rerun the same command to resume {out}"]
     finally:
         if first.poll() is None:
             first.kill()
