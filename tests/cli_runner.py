@@ -3,19 +3,41 @@ stdout and stderr as the command line would give them. Tests that need a real pr
 lines, signals, kill -9) start one instead."""
 
 import contextlib
+import importlib
 import io
 import signal
+import sys
 
 from absl import flags
 from tensorflow.python.framework import config as tf_config
 
-from tf_lottery.cli import find
-
 FLAGS = flags.FLAGS
+_CLI = "tf_lottery.cli."
+
+
+def load_cli(name: str):
+    """The module of program tf_lottery.cli.<name>, with absl's FLAGS holding its flags and no other
+    program's. Each program defines its flags on import, as absl programs do, and two of them share
+    names with other types (--run_dir is a string for lottery-export, repeatable for lottery-report):
+    one process runs one program, so a test that runs another first drops the flags of the last."""
+    module = _CLI + name
+    if module in sys.modules and FLAGS.flags_by_module_dict().get(module):
+        return sys.modules[module]
+    FLAGS.unparse_flags()
+    for owner, owned in list(FLAGS.flags_by_module_dict().items()):
+        if owner.startswith(_CLI):
+            for flag in list(owned):
+                if flag.name in FLAGS:
+                    delattr(FLAGS, flag.name)
+            if owner != _CLI + "flags":
+                sys.modules.pop(owner, None)
+    sys.modules.pop(module, None)
+    return importlib.import_module(module)
 
 
 def run_find(*argv: str):
     """(exit code, stdout, stderr) of `lottery-find *argv`."""
+    find = load_cli("find")
     FLAGS.unparse_flags()
     FLAGS(["lottery-find", *map(str, argv)])
     out, err = io.StringIO(), io.StringIO()

@@ -55,7 +55,9 @@ def cli(capfd, *args: str) -> tuple[int, str, list[str]]:
     """lottery-export run in this process: (exit code, stdout, stderr lines), read through pytest's capfd."""
     from absl import flags
 
-    from tf_lottery.cli import export as cli_export
+    from cli_runner import load_cli
+
+    cli_export = load_cli("export")
 
     capfd.readouterr()
     handler = signal.getsignal(signal.SIGTERM)  # main() installs its own

@@ -21,7 +21,9 @@ def lottery_report(capsys, *args):
     """Run the lottery-report CLI in-process: (exit status, stderr lines, stdout)."""
     from absl import flags
 
-    from tf_lottery.cli import report as cli
+    from cli_runner import load_cli
+
+    cli = load_cli("report")
 
     flags.FLAGS.unparse_flags()
     try:

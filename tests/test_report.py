@@ -184,7 +184,9 @@ def test_not_a_run_is_one_line_error(tmp_path):
 def test_cli_errors_in_one_line_and_writes_report(replicates, tmp_path, capsys):
     from absl import flags
 
-    from tf_lottery.cli import report as cli
+    from cli_runner import load_cli
+
+    cli = load_cli("report")
 
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["lottery-report", f"--run_dir={tmp_path}", f"--out={tmp_path / 'r'}"])
@@ -252,8 +254,10 @@ def test_progress_quiet_and_verbose():
 
 
 def test_replicate_runs_give_each_seed_its_own_directory():
+    from cli_runner import load_cli
     from tf_lottery import config as C
-    from tf_lottery.cli.find import replicate_runs
+
+    replicate_runs = load_cli("find").replicate_runs
 
     config = C.ExperimentConfig(runtime=C.RuntimeConfig(seed=7))
     assert replicate_runs(config, "out", 1) == [(config, "out")]
