@@ -3,7 +3,8 @@
 The line before each fence may carry a marker `<!-- readme-test: KIND (why) -->`:
   run        execute it (the default for Python blocks): Python blocks as scripts, other blocks line by
              line as shell commands; `lottery-*` commands are shrunk by appending flags (below), which
-             override the README's own values because absl keeps the last value of a flag;
+             override the README's own values because absl keeps the last value of a flag, and Python
+             blocks by rewriting the budget's keyword values (PYTHON_SHRINK);
   flags-only a command this machine cannot run (GPUs, Docker, several machines): every `--flag` of
              its `lottery-*` lines must be a flag of that program;
   output     sample output, not run; quickstart: the two Quickstart commands (CI runs them);
@@ -33,6 +34,9 @@ SHRINK = {
     "lottery-find": ["--rounds=2", "--iterations=20", "--eval_every=10", "--checkpoint_every=10", "--train_subset=600"],
     "lottery-instability": ["--levels=0,1", "--rewind_steps=0,5", "--points=3"],
 }
+# Rewritten in Python blocks: the same calls with a smaller budget.
+PYTHON_SHRINK = [(r"\biterations=\d+", "iterations=30"), (r"\beval_every=\d+", "eval_every=10"),
+                 (r"\brounds=\d+", "rounds=2"), (r"\btrain_subset=\d+", "train_subset=600")]
 PROGRAMS = {"lottery-find": "find", "lottery-export": "export", "lottery-report": "report",
             "lottery-instability": "instability"}
 ENV = dict(os.environ, TF_LOTTERY_OFFLINE="1")
@@ -84,7 +88,7 @@ def test_the_quickstart_is_two_commands_and_ci_runs_the_second():
     assert len(quick) == 1 and len(quick[0].splitlines()) == 2
     setup, tests = quick[0].splitlines()
     assert setup.startswith("bash scripts/setup.sh && .venv/bin/lottery-find ")
-    assert tests == "bash scripts/setup.sh --test && .venv/bin/python -m pytest -q tests"
+    assert tests == "bash scripts/setup.sh --test && .venv/bin/python -m pytest -q -n 2 --dist loadfile tests"
     assert "sed -n 2p" in (ROOT / ".ci" / "run").read_text()  # .ci/run runs the README's second line
 
 
@@ -127,6 +131,8 @@ def runnable():
 @pytest.mark.parametrize("line, language, text", runnable(), ids=[f"line{b[0]}" for b in runnable()])
 def test_a_runnable_block_runs(line, language, text, workdir):
     if language == "python":
+        for pattern, replacement in PYTHON_SHRINK:
+            text = re.sub(pattern, replacement, text)
         result = subprocess.run([sys.executable, "-c", text], cwd=workdir, capture_output=True, text=True,
                                 timeout=900, env=ENV)
         assert result.returncode == 0, f"README line {line}:\n{result.stderr[-3000:]}"
