@@ -88,7 +88,7 @@ def test_the_quickstart_is_two_commands_and_ci_runs_the_second():
     assert len(quick) == 1 and len(quick[0].splitlines()) == 2
     setup, tests = quick[0].splitlines()
     assert setup.startswith("bash scripts/setup.sh && .venv/bin/lottery-find ")
-    assert tests == "bash scripts/setup.sh --test && .venv/bin/python -m pytest -q -n 2 --dist loadfile tests"
+    assert tests == "bash scripts/setup.sh --test && .venv/bin/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests"
     assert "sed -n 2p" in (ROOT / ".ci" / "run").read_text()  # .ci/run runs the README's second line
 
 
