@@ -227,6 +227,24 @@ def from_datasets(train, validation, test, batch_size: int, example_rank: Option
     )
 
 
+def from_config(config, splits=None) -> Inputs:
+    """The dataset `config.data` names, loaded as it says (or the `splits` given, e.g. the user's arrays)."""
+    if splits is None:
+        from tf_lottery import data as data_lib
+
+        data = config.data
+        splits = data_lib.load(data.dataset, data_dir=data.data_dir, validation_size=data.validation_size)
+    return from_splits(splits, config.training.batch_size, config.data.train_subset)
+
+
+def for_strategy(inputs: Inputs, strategy, batch_size: Optional[int]) -> Inputs:
+    """`inputs` as `strategy` reads them: the global `batch_size` checked against the replicas (None: the
+    user's datasets are batched already), and each worker's share under several workers."""
+    if batch_size is not None:
+        distribute.check_batch_size(batch_size, strategy)
+    return shard_for_workers(inputs) if distribute.num_workers(strategy) > 1 else inputs
+
+
 def shard_for_workers(inputs: Inputs) -> Inputs:
     """Multi-worker: each worker reads the same global batches and keeps its share (exact evaluation)."""
     shard = distribute.shard_by_data

@@ -57,18 +57,18 @@ class _Api:
 
         return importlib.import_module(self.package)
 
-
-class _Keras3Api(_Api):
     def is_sequential(self, model) -> bool:
         return isinstance(model, self.module.Sequential)
 
+    def is_model(self, obj) -> bool:
+        return isinstance(obj, self.module.Model)
+
+
+class _Keras3Api(_Api):
     def is_functional(self, model) -> bool:
         from keras.src.models.functional import Functional
 
         return type(model) in (Functional, self.module.Model) and hasattr(model, "_nodes_by_depth")
-
-    def is_model(self, obj) -> bool:
-        return isinstance(obj, self.module.Model)
 
     def is_tensor(self, obj) -> bool:
         return isinstance(obj, self.module.KerasTensor)
@@ -105,16 +105,10 @@ class _Keras3Api(_Api):
 
 
 class _TfKerasApi(_Api):
-    def is_sequential(self, model) -> bool:
-        return isinstance(model, self.module.Sequential)
-
     def is_functional(self, model) -> bool:
         from tf_keras.src.engine.functional import Functional
 
         return type(model) in (Functional, self.module.Model) and getattr(model, "_is_graph_network", False)
-
-    def is_model(self, obj) -> bool:
-        return isinstance(obj, self.module.Model)
 
     def is_tensor(self, obj) -> bool:
         from tf_keras.src.engine.keras_tensor import KerasTensor

@@ -89,11 +89,7 @@ def _make_inputs(config: ExperimentConfig, splits, train, validation, test, stra
         return inputs_lib.from_datasets(train, validation, test, batch, example_rank)
     if train is not None:
         return inputs_lib.from_arrays(train, validation, test, batch, scale=False, name="arrays")
-    if splits is None:
-        from tf_lottery import data as data_lib
-
-        splits = data_lib.load(config.data.dataset, data_dir=config.data.data_dir, validation_size=config.data.validation_size)
-    return inputs_lib.from_splits(splits, batch, config.data.train_subset)
+    return inputs_lib.from_config(config, splits)
 
 
 def _example_rank(model) -> Optional[int]:
@@ -271,10 +267,8 @@ class _Setup:
         if config.pruning.rewind_step >= total and config.pruning.rewind_step > 0:
             raise ValueError(f"rewind_step={config.pruning.rewind_step} is past the end of training ({total} "
                              f"iterations); allowed: 0 <= rewind_step < {total}")
-        if not isinstance(train, tf.data.Dataset):
-            distribute.check_batch_size(config.training.batch_size, strategy)
-        if distribute.num_workers(strategy) > 1:
-            inputs = inputs_lib.shard_for_workers(inputs)
+        batch_size = None if isinstance(train, tf.data.Dataset) else config.training.batch_size
+        inputs = inputs_lib.for_strategy(inputs, strategy, batch_size)
         return cls(config, inputs, strategy, model, compiled, template, config.data.dataset if train is None else "train")
 
 

@@ -42,6 +42,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tf_lottery import branches, distribute, instability, pruning, training
+from tf_lottery import inputs as inputs_lib
 from tf_lottery import config as config_lib
 from tf_lottery import masks as mask_math
 from tf_lottery.files import atomic_write_json, corrupt, load_json
@@ -234,28 +235,21 @@ class _Analysis:
 
 def _open(run: RunDirectory, record: dict, config, strategy, model, splits) -> Search:
     """The run's model (zoo, recorded architecture, or `model`), wrapped, and its data, as lottery-find built them."""
-    from tf_lottery import lottery
     from tf_lottery.export import loading
 
-    inputs = lottery._make_inputs(config, splits, None, None, None, strategy, 3)  # noqa: SLF001
+    inputs = inputs_lib.from_config(config, splits)
     saved = record.get("data_fingerprint")
     if saved is not None and saved != inputs.fingerprint:
         raise ValueError(
             f"{run.path} was trained on other data (data fingerprint {saved}, now {inputs.fingerprint}): the images "
             f"or labels loaded for dataset {config.data.dataset!r} differ; give the run's data (--data_dir)"
         )
-    distribute.check_batch_size(config.training.batch_size, strategy)
-    if distribute.num_workers(strategy) > 1:
-        from tf_lottery import inputs as inputs_lib
-
-        inputs = inputs_lib.shard_for_workers(inputs)
+    inputs = inputs_lib.for_strategy(inputs, strategy, config.training.batch_size)
     keras.utils.set_random_seed(config.runtime.seed)
     with strategy.scope():
-        built, described = loading._build(model, record, loading._input_shape(record, None))  # noqa: SLF001
-        wrapped = pruning.wrap(built, warn=False)
-    loading._check_kernels(wrapped, record, described)  # noqa: SLF001
-    objective = lottery._objective(wrapped, None, None, None, inputs.one_hot)  # noqa: SLF001
-    return Search(wrapped, config, inputs, run, strategy, objective)
+        wrapped, _, _ = loading.rebuild(record, model)
+    # The default loss on the model's output: config.json does not record a user's own loss.
+    return Search(wrapped, config, inputs, run, strategy, training.default_objective(wrapped, inputs.one_hot))
 
 
 def _finished_rounds(search: Search) -> list[int]:

@@ -62,10 +62,7 @@ def load_ticket(run_dir: str, round: Union[str, int] = "best", model: ModelSourc
     run, record, index = _open_round(run_dir, round)
     fix = f"delete {run.round_dir(index)} and rerun lottery-find with the same flags to retrain round {index}"
     checkpoints.check_readable(run.checkpoint_prefix(index), fix)  # reads the data too, before building
-    shape = _input_shape(record, input_shape)
-    built, described = _build(model, record, shape)
-    wrapped = pruning.wrap(built, warn=False)
-    _check_kernels(wrapped, record, described)
+    wrapped, described, shape = rebuild(record, model, input_shape)
     try:
         checkpoints.restore_round(run, index, wrapped)
     except ValueError as e:
@@ -88,6 +85,16 @@ def _open_round(run_dir: str, which) -> tuple[RunDirectory, dict, int]:
     summary = run.read_summary()
     record = run.read_record()
     return run, record, select_round(summary["rounds"], which)
+
+
+def rebuild(record: dict, model: ModelSource = None, input_shape=None) -> tuple[keras.Model, str, tuple]:
+    """A run's network rebuilt (from `model`, else its config.json) and wrapped, its pruned kernels checked
+    against the run's: (wrapped model, how to name it in errors, input shape). Weights are not restored."""
+    shape = _input_shape(record, input_shape)
+    built, described = _build(model, record, shape)
+    wrapped = pruning.wrap(built, warn=False)
+    _check_kernels(wrapped, record, described)
+    return wrapped, described, shape
 
 
 def _is_user_run(record: dict) -> bool:
