@@ -127,7 +127,7 @@ def test_read_idx_handles_wider_types(tmp_path):
         idx_bytes(np.zeros((2, 3, 4), np.uint8))[:10],  # truncated header
         b"\x08\x03\x00\x00" + bytes(40),  # wrong magic
         b"",
-        gzip.compress(idx_bytes(np.zeros((2, 3, 4), np.uint8)))[:20],  # truncated gzip
+        gzip.compress(idx_bytes(np.zeros((2, 3, 4), np.uint8)), mtime=0)[:20],  # truncated gzip
     ],
 )
 def test_read_idx_rejects_corrupted_files_naming_them(tmp_path, content):
@@ -140,7 +140,7 @@ def test_read_idx_rejects_corrupted_files_naming_them(tmp_path, content):
 
 def corrupt_gzip(content: bytes) -> bytes:
     """A gzip member whose deflate stream is garbage: gzip.decompress raises zlib.error."""
-    compressed = gzip.compress(content)
+    compressed = gzip.compress(content, mtime=0)
     return compressed[:10] + b"\xff" * 20 + compressed[30:]
 
 
