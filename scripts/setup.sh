@@ -39,8 +39,9 @@ run .venv/bin/python -m pip install -q --upgrade pip
 # backend's warnings even with -q: 10 lines on stderr at each run that need no action here (the
 # folders of that name are this package's own sources). Only that warning is silenced.
 export PYTHONWARNINGS="${PYTHONWARNINGS:+$PYTHONWARNINGS,}ignore:Editable installation:UserWarning:setuptools.command.editable_wheel"
-if [ "${1:-}" = "--test" ]; then
-  run .venv/bin/python -m pip install -q -e ".[test]"
-else
-  run .venv/bin/python -m pip install -q -e .
-fi
+# --serving adds tensorflow-serving-api (lottery-export --warmup); --test adds it and the test tools.
+case "${1:-}" in
+  --test) run .venv/bin/python -m pip install -q -e ".[test]" ;;
+  --serving) run .venv/bin/python -m pip install -q -e ".[serving]" ;;
+  *) run .venv/bin/python -m pip install -q -e . ;;
+esac

@@ -50,12 +50,23 @@ def error_lines(stderr: str) -> list[str]:
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, flags, expected):
     out = tmp_path / "run"
-    code, _, stderr = run_find_here(f"--output_dir={out}", "--train_subset=500", *flags)
+    code, stdout, stderr = run_find_here(f"--output_dir={out}", "--train_subset=500", *flags)
     assert code != 0
     errors = error_lines(stderr)
     assert len(errors) == 1 and stderr.count("\n") == 1, stderr
     assert expected in errors[0]
+    assert stdout == ""  # no header line, as if the run had started
     assert not out.exists()
+
+
+def test_help_names_the_registries_choices():
+    """--pruning_strategy and --controls take names from registries; their help lists them."""
+    result = subprocess.run(FIND + ["--helpfull"], capture_output=True, text=True, timeout=120)
+    text = " ".join(result.stdout.split())
+    from tf_lottery import branches, strategies
+
+    assert "Allowed: " + ", ".join(strategies.names()) + "." in text
+    assert "Allowed: " + ", ".join(branches.controls()) + "." in text
 
 
 def test_a_real_process_prints_only_the_error_line(tmp_path):

@@ -162,6 +162,17 @@ def test_an_optimizer_config_must_look_like_keras_serialize(optimizer):
     assert message.startswith("optimizer config must be {'class_name': ..., 'config': {...}}")
 
 
+def test_an_optimizer_object_points_to_find_ticket():
+    """A config is data (it is written to config.json); the object itself goes to find_ticket."""
+
+    class RMSprop:  # stands for keras.optimizers.RMSprop: any object that is neither a name nor a config
+        pass
+
+    message = one_line_error(C.TrainingConfig, optimizer=RMSprop())
+    assert message == ("optimizer=RMSprop object: a config holds an optimizer name or keras.optimizers.serialize(opt); "
+                       "pass the object itself as find_ticket(optimizer=...)")
+
+
 def test_values_at_the_bounds_are_accepted():
     C.RuntimeConfig(seed=0)
     C.RuntimeConfig(seed=2**32 - 1)

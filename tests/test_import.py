@@ -35,3 +35,12 @@ def test_wrapped_model_layers_come_from_tf_keras():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("True")
+
+
+def test_one_version():
+    """The installed distribution's version is the package's: pyproject reads tf_lottery.__version__."""
+    import importlib.metadata
+
+    import tf_lottery
+
+    assert importlib.metadata.version("tf-lottery") == tf_lottery.__version__

@@ -19,7 +19,7 @@ def write_executable(path, text):
     path.chmod(0o755)
 
 
-def dry_run(tmp_path, ensurepip=True, uid=1000, venv="none"):
+def dry_run(tmp_path, ensurepip=True, uid=1000, venv="none", option="--test"):
     """Run a copy of setup.sh (so that .venv is looked for in tmp_path) with a fake python3.11 and id."""
     (tmp_path / "scripts").mkdir()
     shutil.copy(SCRIPT, tmp_path / "scripts" / "setup.sh")
@@ -36,7 +36,7 @@ def dry_run(tmp_path, ensurepip=True, uid=1000, venv="none"):
         write_executable(tmp_path / ".venv" / "bin" / "python", f"#!/bin/sh\n{pip}\n")
     env = dict(os.environ, DRY_RUN="1", PATH=f"{fake_bin}:/usr/bin:/bin")
     result = subprocess.run(
-        ["bash", str(tmp_path / "scripts" / "setup.sh"), "--test"], capture_output=True, text=True, env=env, timeout=60
+        ["bash", str(tmp_path / "scripts" / "setup.sh"), option], capture_output=True, text=True, env=env, timeout=60
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
@@ -70,6 +70,12 @@ def test_a_second_run_installs_nothing_new(tmp_path):
         "would run: .venv/bin/python -m pip install -q --upgrade pip",
         "would run: .venv/bin/python -m pip install -q -e .[test]",
     ]
+
+
+def test_serving_adds_tensorflow_serving_api(tmp_path):
+    """The README's serving section: lottery-export --warmup needs the [serving] extra, which --serving adds."""
+    lines = dry_run(tmp_path, ensurepip=True, venv="working", option="--serving")
+    assert lines[-1] == "would run: .venv/bin/python -m pip install -q -e .[serving]"
 
 
 def test_another_python_is_refused_in_one_line(tmp_path):

@@ -156,6 +156,11 @@ class TrainingConfig:
                         f"{name}={getattr(self, name)!r} cannot be combined with an optimizer config, which carries "
                         f"its own; set {name}=None"
                     )
+        elif not isinstance(self.optimizer, str):
+            raise ValueError(
+                f"optimizer={type(self.optimizer).__name__} object: a config holds an optimizer name or "
+                f"keras.optimizers.serialize(opt); pass the object itself as find_ticket(optimizer=...)"
+            )
         else:
             _check_choice("optimizer", self.optimizer, OPTIMIZERS)
             if self.learning_rate is None:

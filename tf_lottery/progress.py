@@ -8,7 +8,7 @@ piped to a file it prints one line per `line_every_percent` of the stage instead
 from __future__ import annotations
 
 import sys
-from typing import Optional, TextIO
+from typing import Callable, Optional, TextIO
 
 MODES = ("quiet", "normal", "verbose")
 
@@ -27,6 +27,7 @@ class Progress:
         is_tty: Optional[bool] = None,
         line_every_percent: int = 25,
         width: int = 24,
+        before_first: Optional[Callable[[], None]] = None,
     ):
         if mode not in MODES:
             raise ValueError(f"unknown progress mode {mode!r}; allowed: {', '.join(MODES)}")
@@ -41,9 +42,13 @@ class Progress:
         self._total = 0
         self._next_percent = 0
         self._drawn = False
+        self._before_first = before_first  # e.g. a header line that waits until training starts
 
     def begin(self, round_index: int, stage: str, start_iteration: int, total_iterations: int) -> None:
         """A stage starts (or resumes at `start_iteration`) and will run to `total_iterations`."""
+        if self._before_first is not None:
+            self._before_first()
+            self._before_first = None
         self._label = f"round {round_index:2d} {stage:<13s}"
         self._total = max(1, int(total_iterations))
         done = 100 * start_iteration // self._total

@@ -49,6 +49,23 @@ def replicate_runs(config, output_dir: str, replicates: int):
     return out
 
 
+class _Header:
+    """The run's header line, printed just before its first other output: a search refused while it is
+    set up prints only its error line, not a header as if it had started."""
+
+    def __init__(self, say, line: str):
+        self.say, self.line = say, line
+
+    def flush(self) -> None:
+        if self.line is not None:
+            self.say(self.line)
+            self.line = None
+
+    def then(self, line: str) -> None:
+        self.flush()
+        self.say(line)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -64,12 +81,13 @@ def main(argv):
         strategy = distribute.get_strategy(config.runtime)
         tickets = []
         for run_config, output_dir in runs:
-            say(
+            header = _Header(say, (
                 f"tf_lottery: {config.model.model} on {config.data.dataset}, {config.pruning.rounds} rounds, "
                 f"seed {run_config.runtime.seed} -> {output_dir}"
-            )
+            ))
+            mode = "quiet" if FLAGS.quiet else "verbose" if FLAGS.verbose else "normal"
             tickets.append(lottery.find_ticket(config=run_config, output_dir=output_dir, strategy=strategy,
-                                               log=say, progress=Progress("quiet" if FLAGS.quiet else "verbose" if FLAGS.verbose else "normal")))
+                                               log=header.then, progress=Progress(mode, before_first=header.flush)))
     except KeyboardInterrupt as e:
         print(f"lottery-find: interrupted; rerun the same command to resume {FLAGS.output_dir}", file=sys.stderr)
         return common.interrupted_status(e)
@@ -77,12 +95,12 @@ def main(argv):
         from tf_lottery.cli import errors
 
         return errors.report("lottery-find", e, resume=FLAGS.output_dir)
-    for ticket in tickets:
+    for ticket, (_, output_dir) in zip(tickets, runs):  # the path as the user gave it
         best = ticket.best_round()
         print(
             f"done: sparsest ticket keeps {100 * ticket.weights_remaining:.2f}% of weights; best early-stop "
             f"test accuracy {best['early_stop_test_accuracy']:.4f} at round {best['round']} "
-            f"({100 * best['weights_remaining']:.2f}% remaining). Results: {ticket.output_dir}"
+            f"({100 * best['weights_remaining']:.2f}% remaining). Results: {output_dir}"
         )
     if len(tickets) > 1:
         print(f"report: lottery-report --run_dir={FLAGS.output_dir} --out=<folder>")

@@ -12,7 +12,11 @@ from typing import Any
 
 from absl import flags
 
+from tf_lottery import branches, strategies
 from tf_lottery import config as config_lib
+
+# Fields whose choices live in a registry rather than in config.py: their help lists them.
+REGISTRY_CHOICES = {"pruning_strategy": strategies.names, "controls": branches.controls}
 
 RENAMED = {
     "pruning_rate": "fc_rate",
@@ -37,7 +41,10 @@ def define_config_flags(flag_values=flags.FLAGS) -> list[str]:
     for section, kind in config_lib.SECTIONS.items():
         hints = typing.get_type_hints(kind)
         for field in dataclasses.fields(kind):
-            help_text = f"{field.metadata.get('help', '')} [{section}; default {field.default!r}]"
+            help_text = field.metadata.get("help", "")
+            if field.name in REGISTRY_CHOICES:
+                help_text += f" Allowed: {', '.join(REGISTRY_CHOICES[field.name]())}."
+            help_text = f"{help_text} [{section}; default {field.default!r}]"
             flag_type = _flag_type(hints[field.name])
             if flag_type is bool:
                 flags.DEFINE_bool(field.name, None, help_text, flag_values=flag_values)
