@@ -153,3 +153,24 @@ def test_controls_in_the_callback_path(data):
         assert same_masks == (name != "random_prune")
     with pytest.raises(ValueError, match="unknown control 'nope'"):
         lottery.apply_control("nope", control)
+
+
+@pytest.mark.parametrize("pruning_strategy", ["magnitude", "random"])
+def test_the_callback_and_find_ticket_give_the_same_masks(pruning_strategy):
+    """One mask step, one seed rule: fed find_ticket's trained kernels of each round, the callback
+    prunes to find_ticket's next mask (random pruning shows the seeds agree, magnitude the rule)."""
+    seed = 7
+    cfg = C.override(C.from_preset("lenet_300_100", "fast"), iterations=20, epochs=None, eval_every=20, rounds=3,
+                     seed=seed, pruning_strategy=pruning_strategy)
+    ticket = tf_lottery.find_ticket(config=cfg, splits=fashion_slice(train=1200, validation=100, test=200),
+                                    log=lambda s: None)
+    model = tf_lottery.wrap(zoo.get_builder("lenet_300_100")((28, 28, 1), seed=seed))
+    callback = tf_lottery.LotteryCallback(config=cfg.pruning, seed=seed)
+    callback.set_model(model)
+    callback.on_train_begin()
+    for level in (1, 2):
+        pruning.restore(model, pruning.snapshot(ticket.trained_model(level - 1, strip=False)))
+        callback.on_train_end()
+        callback.on_train_begin()  # the next fit: prune to `level`
+        for name, mask in ticket.round_masks[level].items():
+            np.testing.assert_array_equal(pruning.get_masks(model)[name], mask, err_msg=f"{name} at level {level}")

@@ -20,7 +20,7 @@ import tf_keras as keras
 
 from tf_lottery import branches, pruning, strategies
 from tf_lottery import masks as mask_math
-from tf_lottery.config import PruningConfig
+from tf_lottery.config import PruningConfig, RuntimeConfig
 
 
 def _build_optimizer(optimizer, variables) -> None:
@@ -43,6 +43,9 @@ class LotteryCallback(keras.callbacks.Callback):
       fc_rate, conv_rate, output_rate, pruning_scope, schedule, rewind_step, pruning_strategy:
         as in `tf_lottery.PruningConfig` (or pass `config=` a PruningConfig).
       reset_optimizer: give each round a fresh optimizer state (the paper); False keeps it.
+      seed: the run's seed (`RuntimeConfig.seed`). Level l prunes with
+        `branches.stage_seed(seed, l, "main")` and controls start with `stage_seed(seed, l, name)`,
+        the seeds `find_ticket` uses, so both give the same masks from the same trained kernels.
 
     Use it on a model wrapped by `tf_lottery.wrap` (or by TF-MOT's `prune_low_magnitude`, whose
     schedule it freezes), compiled with any Keras optimizer.
@@ -51,7 +54,7 @@ class LotteryCallback(keras.callbacks.Callback):
     def __init__(self, fc_rate: float = 0.2, conv_rate: float = 0.1, output_rate: Optional[float] = None,
                  pruning_scope: str = "layerwise", schedule: str = "iterative", rewind_step: int = 0,
                  pruning_strategy: str = "magnitude", reset_optimizer: bool = True,
-                 config: Optional[PruningConfig] = None):
+                 config: Optional[PruningConfig] = None, seed: int = 0):
         super().__init__()
         self.config = config or PruningConfig(
             fc_rate=fc_rate, conv_rate=conv_rate, output_rate=output_rate, pruning_scope=pruning_scope,
@@ -61,6 +64,8 @@ class LotteryCallback(keras.callbacks.Callback):
         if strategy.needs_model:
             raise ValueError(f"pruning_strategy={self.config.pruning_strategy!r} needs data; use find_ticket for it")
         self.reset_optimizer = reset_optimizer
+        RuntimeConfig(seed=seed)  # the same bounds as a run's seed, in one line
+        self.seed = seed
         self.level = 0  # the level of the mask in force: round r trains at level r
         self.rewind_weights: Optional[list[np.ndarray]] = None
         self.initial_weights: Optional[list[np.ndarray]] = None
@@ -120,7 +125,8 @@ class LotteryCallback(keras.callbacks.Callback):
         if self.config.schedule == "one_shot":
             kernels, current = self.dense_kernels or kernels, mask_math.ones_like(kernels)
         inputs = strategies.PruneInputs(
-            kinds=pruning.layer_kinds(self.model), kernels=kernels, masks=current, level=self.level + 1, seed=self.level + 1,
+            kinds=pruning.layer_kinds(self.model), kernels=kernels, masks=current, level=self.level + 1,
+            seed=branches.stage_seed(self.seed, self.level + 1, branches.MAIN),
         )
         return strategies.prune(self.config, inputs)
 
@@ -171,8 +177,10 @@ class LotteryCallback(keras.callbacks.Callback):
             self._used_in_round = self.level
 
     # -- controls -------------------------------------------------------------------------------
-    def apply_control(self, name: str, model: keras.Model, seed: int = 0) -> None:
-        """Set `model` (same architecture, wrapped) to control `name`'s start for the current level."""
+    def apply_control(self, name: str, model: keras.Model, seed: Optional[int] = None) -> None:
+        """Set `model` (same architecture, wrapped) to control `name`'s start for the current level
+        (with the callback's seed unless `seed` is given)."""
+        seed = self.seed if seed is None else seed
         if self._masks is None or self.rewind_weights is None:
             raise ValueError("no round has started yet; call apply_control after the first fit")
         branch = branches.get(name)
