@@ -34,11 +34,11 @@ def error_lines(stderr: str) -> list[str]:
         (["--pruning_rate=0.3"], "--pruning_rate was renamed --fc_rate"),
         (["--seed=4294967296"], "seed=4294967296 must be an integer in 0..4294967295"),
         (["--output_dir="], "output_dir='' is empty"),
-        (["--validation_size=0"], "validation_size=0 must be an integer >= 1"),
+        (["--validation_size=0"], "validation_size=0 must be an integer in 1..100000000"),
         (["--pruning_strategy=magic"], "unknown pruning_strategy 'magic'; allowed: magnitude, random"),
         (["--optimizer=lbfgs"], "unknown optimizer 'lbfgs'; allowed: adam, adamw, sgd"),
         (["--retrain=sometimes"], "unknown retrain 'sometimes'; allowed: weight_rewind, lr_rewind, finetune"),
-        (["--rounds=0"], "rounds=0 must be an integer >= 1"),
+        (["--rounds=0"], "rounds=0 must be an integer in 1..10000"),
         (["--controls=random_reinit,lucky"], "unknown control 'lucky'; allowed: random_reinit, random_prune, sign_reinit"),
         (["--strategy=quantum"], "unknown strategy 'quantum'; allowed: default, one_device, mirrored"),
         (["--pruning_scope=radial"], "unknown pruning_scope 'radial'; allowed: layerwise, global"),
@@ -77,11 +77,15 @@ def test_a_real_process_prints_only_the_error_line(tmp_path):
 
 
 def test_unavailable_dataset_says_how_to_provide_it(tmp_path):
+    """A --data_dir that holds none of the dataset is refused in one line naming it and what was looked for."""
+    (tmp_path / "nothing").mkdir()
     result = run_find("--dataset=mnist", f"--data_dir={tmp_path}/nothing", f"--output_dir={tmp_path}/run")
     assert result.returncode != 0
     errors = error_lines(result.stderr)
-    assert len(errors) == 1 and "mnist" in errors[0] and "--data_dir" in errors[0], result.stderr
+    assert len(errors) == 1 and "'mnist'" in errors[0] and f"{tmp_path}/nothing" in errors[0], result.stderr
+    assert "is empty" in errors[0] and "train-images-idx3-ubyte" in errors[0], errors[0]
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_output_dir_that_is_not_writable(tmp_path):

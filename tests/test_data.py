@@ -267,10 +267,13 @@ def test_load_local_cifar10_binary_version(tmp_path):
 
 
 @pytest.mark.parametrize("name, shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])
-def test_tfds_source_with_mock_data(tmp_path, name, shape):
+def test_tfds_source_with_mock_data(name, shape):
+    # No data_dir: a data_dir the user names must hold prepared data, and the mock prepares none.
     with tfds.testing.mock_data(num_examples=20):
-        splits = data.load(name, data_dir=str(tmp_path), source="tfds", validation_size=5)
-    assert splits.source == f"tfds:{tmp_path}"
+        splits = data.load(name, source="tfds", validation_size=5)
+    assert splits.source.startswith("tfds:")
+    assert splits.data_source["kind"] == "tfds" and splits.data_source["version"]
+    assert splits.data_source["chosen"] == "TFDS's default folder (no data_dir given)"
     assert splits.train_images.shape == (15, *shape)
     assert splits.validation_images.shape == (5, *shape)
     assert splits.test_images.shape == (20, *shape)
@@ -286,11 +289,9 @@ def test_unknown_dataset_lists_known_names():
         data.load("mnist", source="web")
 
 
-@pytest.mark.parametrize("data_dir", [None, "empty"])
-def test_unavailable_mnist_offline_explains_how_to_provide_it(tmp_path, data_dir):
-    data_dir = str(tmp_path) if data_dir else None
+def test_unavailable_mnist_offline_explains_how_to_provide_it():
     with pytest.raises(ValueError) as error:
-        data.load("mnist", data_dir=data_dir)
+        data.load("mnist")
     message = str(error.value)
     assert "\n" not in message
     assert message.startswith("dataset 'mnist' is not available")
@@ -298,15 +299,19 @@ def test_unavailable_mnist_offline_explains_how_to_provide_it(tmp_path, data_dir
     assert "--data_dir=DIR holding train-images-idx3-ubyte.gz" in message
 
 
-def test_local_source_without_files_explains_how_to_provide_them(tmp_path):
-    with pytest.raises(ValueError, match="--data_dir=DIR holding cifar-10-batches-bin/") as error:
-        data.load("cifar10", data_dir=str(tmp_path), source="local")
-    assert "\n" not in str(error.value)
+@pytest.mark.parametrize("source", ["auto", "local", "tfds"])
+def test_an_empty_data_dir_is_refused_whatever_the_source(tmp_path, source):
+    with pytest.raises(ValueError) as error:
+        data.load("cifar10", data_dir=str(tmp_path), source=source)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"data_dir={str(tmp_path)!r} is empty, not 'cifar10'")
+    assert "cifar-10-batches-bin/{data_batch_1.bin" in message
 
 
-def test_tfds_source_offline_without_prepared_data_fails_fast(tmp_path):
+def test_tfds_source_offline_without_prepared_data_fails_fast():
     with pytest.raises(ValueError, match=r"TFDS could not load 'mnist'") as error:
-        data.load("mnist", data_dir=str(tmp_path), source="tfds")
+        data.load("mnist", source="tfds")
     assert "\n" not in str(error.value)
 
 

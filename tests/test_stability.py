@@ -143,7 +143,7 @@ def test_a_rerun_rewrites_nothing_and_a_lost_file_is_recomputed_alone(run_dir):
     lines = []
     assert stability.analyze(run_dir, **sweep, log=quiet(lines)) == first
     assert files_under(os.path.join(run_dir, "instability")) == before  # same bytes, never rewritten
-    assert all(line.startswith("level ") for line in lines)
+    assert all(line.startswith(("level ", "data: ")) for line in lines)
 
     # path.json lost: recomputed from the copies on disk, nothing trained; the same bytes again.
     lost = os.path.join(os.path.relpath(folder(run_dir, 1, 20), os.path.join(run_dir, "instability")), "path.json")
@@ -153,7 +153,7 @@ def test_a_rerun_rewrites_nothing_and_a_lost_file_is_recomputed_alone(run_dir):
     after = files_under(os.path.join(run_dir, "instability"))
     changed = sorted(k for k in after if after[k] != before[k])
     assert changed == [lost] and after[lost][0] == before[lost][0]
-    assert all(line.startswith("level ") for line in lines)
+    assert all(line.startswith(("level ", "data: ")) for line in lines)
 
 
 def test_a_copy_killed_mid_way_resumes_from_its_checkpoint_bit_for_bit(run_dir):
@@ -235,7 +235,8 @@ def test_cli_prints_one_line_per_result_and_one_line_per_error(run_dir, tmp_path
     (dict(rewind_steps="0,ten"), "rewind_steps value 'ten' is not an integer >= 0"),
     (dict(levels=[-1]), "levels value -1 is not an integer >= 0"),
     (dict(levels=[]), "levels is empty"),
-    (dict(points=1), "points=1 must be an integer >= 2"),
+    (dict(points=1), "points=1 must be an integer in 2..1000"),
+    (dict(points=1001), "points=1001 must be an integer in 2..1000"),
 ])
 def test_bad_arguments_are_one_line(run_dir, arguments, message):
     with pytest.raises(ValueError, match=message) as info:

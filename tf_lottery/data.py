@@ -15,6 +15,11 @@ Sources, tried in this order by `load(..., source='auto')`:
      binary version (cifar-10-batches-bin/*.bin; never the pickled one);
   3. a TFDS download, skipped when TF_LOTTERY_OFFLINE=1 or when the download host
      cannot be reached within a few seconds (offline, TFDS retries for minutes).
+A `data_dir` the user gives must exist and hold the dataset (1 or 2 under it): the
+fallbacks (the system copy, TFDS's default dir, a download) apply only without one, so a
+mistyped path is refused in one line instead of training on other data. Every `Splits`
+carries `data_source` (kind, path, how it was chosen, file names and sha256), which runs
+record in config.json and summary.json.
 
 Pixels. `Splits` keeps images as uint8 (N, H, W, C) in memory; `tf_lottery.inputs`
 scales them to float32 in [0, 1] (x / 255) inside the tf.data pipeline, with no
@@ -33,9 +38,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tf_lottery.data_files import (  # noqa: F401  (read_idx, read_cifar10_bin are re-exported)
-    DEBIAN_FASHION_MNIST_DIR, NUM_CLASSES, IDX_FILES, CIFAR_DIR, CIFAR_TRAIN_FILES, CIFAR_TEST_FILE, load_local, local_dirs,
-    read_cifar10_bin, read_idx,
+from tf_lottery.data_files import (  # noqa: F401  (read_idx, read_cifar10_bin, source_line are re-exported)
+    DEBIAN_FASHION_MNIST_DIR, NUM_CLASSES, IDX_FILES, CIFAR_DIR, CIFAR_TRAIN_FILES, CIFAR_TEST_FILE, file_names,
+    found_files, load_local, local_dirs, read_cifar10_bin, read_idx, source_line,
 )
 from tf_lottery.errors import first_line
 
@@ -68,6 +73,8 @@ class Splits:
     num_classes: int = NUM_CLASSES
     source: str = ""
     name: str = ""
+    # Where the arrays came from, as runs record it: kind, path, how it was chosen, files and sha256.
+    data_source: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         shape = self.train_images.shape[1:]
@@ -142,8 +149,10 @@ def load(
     if validation_size < 0:
         raise ValueError(f"validation_size={validation_size} is negative; use 0 or more")
 
+    if data_dir is not None:
+        _check_data_dir(name, data_dir)
     if source == "tfds":
-        train, test, origin = _load_tfds(name, data_dir, download=not _offline())
+        train, test, origin, record = _load_tfds(name, data_dir, download=not _offline() and data_dir is None)
     elif source == "local":
         found = load_local(name, data_dir)
         if found is None:
@@ -151,9 +160,9 @@ def load(
                 f"dataset {name!r} has no local files: {_where_searched(name, data_dir)}. "
                 f"{_how_to_provide(name)}"
             )
-        train, test, origin = found
+        train, test, origin, record = _local_record(name, data_dir, found)
     else:
-        train, test, origin = _load_auto(name, data_dir)
+        train, test, origin, record = _load_auto(name, data_dir)
 
     expected_shape = _IMAGE_SHAPES[name]
     for split, (images, labels) in (("train", train), ("test", test)):
@@ -189,6 +198,7 @@ def load(
         num_classes=NUM_CLASSES,
         source=origin,
         name=name,
+        data_source=record,
     )
 
 
@@ -202,7 +212,9 @@ def _load_auto(name, data_dir):
         return _load_tfds(name, data_dir, download=False)
     found = load_local(name, data_dir)
     if found is not None:
-        return found
+        return _local_record(name, data_dir, found)
+    if data_dir is not None:  # _check_data_dir found the data; this is only reached if it vanished since
+        raise ValueError(_not_in_data_dir(name, data_dir))
     if _offline():
         download_failure = f"skipped because {OFFLINE_ENV}=1"
     else:
@@ -217,21 +229,98 @@ def _load_auto(name, data_dir):
     )
 
 
+def _check_data_dir(name, data_dir) -> None:
+    """A `data_dir` the user names must exist and hold `name`: a mistyped path never falls back to other data."""
+    if not os.path.exists(data_dir):
+        raise ValueError(f"data_dir={data_dir!r} does not exist; give the folder holding {name!r} "
+                         f"({_what_is_looked_for(name)}), or leave data_dir out to use {_fallbacks(name)}")
+    if not os.path.isdir(data_dir):
+        raise ValueError(f"data_dir={data_dir!r} is not a directory; give the folder holding {name!r} "
+                         f"({_what_is_looked_for(name)})")
+    if _is_prepared(tfds.builder(name, data_dir=data_dir)):
+        return
+    if any(len(found_files(name, d)) == len(file_names(name)) for d in local_dirs(name, data_dir)):
+        return
+    raise ValueError(_not_in_data_dir(name, data_dir))
+
+
+def _not_in_data_dir(name, data_dir) -> str:
+    partial = [(d, found_files(name, d)) for d in local_dirs(name, data_dir)]
+    partial = [(d, found) for d, found in partial if found]
+    if partial:
+        directory, found = partial[0]
+        have = {os.path.basename(p).removesuffix(".gz") for p in found}
+        missing = [f for f in file_names(name) if f not in have]
+        return (f"data_dir={data_dir!r} holds only part of {name!r}: {directory} lacks {', '.join(missing)}; "
+                f"give a folder with all of {', '.join(file_names(name))}")
+    listing = sorted(os.listdir(data_dir))
+    held = "is empty" if not listing else f"holds {', '.join(listing[:5])}{', ...' if len(listing) > 5 else ''}"
+    return (f"data_dir={data_dir!r} {held}, not {name!r}: looked for {_what_is_looked_for(name)} "
+            f"in {', '.join(local_dirs(name, data_dir))}; give the folder that holds them")
+
+
+def _what_is_looked_for(name) -> str:
+    builder = tfds.builder(name)
+    raw = (f"{CIFAR_DIR}/{{{', '.join(file_names(name))}}}" if name == "cifar10"
+           else ", ".join(f"{f}[.gz]" for f in IDX_FILES))
+    return f"TFDS data prepared as {name}/{builder.version}, or the raw files {raw}"
+
+
+def _fallbacks(name) -> str:
+    system = f"the system copy in {DEBIAN_FASHION_MNIST_DIR}, else " if name == "fashion_mnist" else ""
+    return f"{system}TFDS's default folder or a TFDS download"
+
+
+def _sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files(paths) -> list[dict]:
+    return [{"name": os.path.basename(p), "bytes": os.path.getsize(p), "sha256": _sha256(p)} for p in paths]
+
+
+def _local_record(name, data_dir, found):
+    train, test, origin, paths = found
+    directory = os.path.dirname(paths[0])
+    record = {"kind": origin.split(":", 1)[0], "path": os.path.abspath(directory),
+              "chosen": "data_dir" if data_dir is not None else "system copy (no data_dir given)",
+              "files": _files(paths)}
+    return train, test, origin, record
+
+
+def _tfds_files(directory) -> list[dict]:
+    """The prepared dataset's record files with their sha256 (names only where they are not local files)."""
+    if not tf.io.gfile.isdir(str(directory)):
+        return []
+    paths = sorted(os.path.join(str(directory), f) for f in tf.io.gfile.listdir(str(directory)) if ".tfrecord" in f)
+    return _files(paths) if all(os.path.isfile(p) for p in paths) else [{"name": os.path.basename(p)} for p in paths]
+
+
 def _load_tfds(name, data_dir, download):
-    """Returns ((train_images, train_labels), (test_images, test_labels), source) from TFDS."""
+    """((train_images, train_labels), (test_images, test_labels), origin, record) from TFDS."""
     builder = tfds.builder(name, data_dir=data_dir)
     origin = f"tfds:{data_dir or builder.data_dir_root}"
+    downloaded = False
     try:
         if download and not _is_prepared(builder):
             unreachable = _unreachable(*_DOWNLOAD_HOSTS[name])
             if unreachable:
                 raise ValueError(unreachable)
             builder.download_and_prepare()
+            downloaded = True
         train, test = builder.as_dataset(split=["train", "test"], as_supervised=True)
         arrays = tuple(_to_numpy(ds) for ds in (train, test))
+        files = _tfds_files(builder.data_dir)
     except Exception as error:  # TFDS raises many types (AssertionError, IOError, ...).
         raise ValueError(f"TFDS could not load {name!r} in {origin[5:]}: {first_line(error)}") from None
-    return arrays[0], arrays[1], origin
+    chosen = "data_dir" if data_dir is not None else "TFDS download" if downloaded else "TFDS's default folder (no data_dir given)"
+    record = {"kind": "tfds", "path": os.path.abspath(str(builder.data_dir)) if "://" not in str(builder.data_dir)
+              else str(builder.data_dir), "version": str(builder.version), "chosen": chosen, "files": files}
+    return arrays[0], arrays[1], origin, record
 
 
 def _is_prepared(builder) -> bool:

@@ -74,34 +74,43 @@ def read_cifar10_bin(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def local_dirs(name, data_dir) -> list[str]:
-    """Directories searched for raw files, in order."""
-    dirs = []
+    """Directories searched for raw files, in order: under the user's `data_dir` only, when one is
+    given (a mistyped path must not fall back to other data); else the system copy, if any."""
     if data_dir:
         subdirs = (CIFAR_DIR, os.path.join(name, CIFAR_DIR)) if name == "cifar10" else (name.replace("_", "-"),)
-        dirs = [data_dir] + [os.path.join(data_dir, sub) for sub in (name,) + subdirs]
-    if name == "fashion_mnist":
-        dirs.append(DEBIAN_FASHION_MNIST_DIR)
-    return list(dict.fromkeys(dirs))
+        return list(dict.fromkeys([data_dir] + [os.path.join(data_dir, sub) for sub in (name,) + subdirs]))
+    return [DEBIAN_FASHION_MNIST_DIR] if name == "fashion_mnist" else []
+
+
+def file_names(name) -> tuple[str, ...]:
+    """The raw files that make up `name` (IDX files may also be gzipped: NAME.gz)."""
+    return CIFAR_TRAIN_FILES + (CIFAR_TEST_FILE,) if name == "cifar10" else IDX_FILES
+
+
+def found_files(name, directory) -> list[str]:
+    """The paths of `name`'s raw files in `directory`, one per file that is there."""
+    if name == "cifar10":
+        paths = [os.path.join(directory, f) for f in file_names(name)]
+        return [p for p in paths if os.path.isfile(p)]
+    return [p for p in (_find_idx(directory, base) for base in IDX_FILES) if p]
 
 
 def load_local(name, data_dir):
-    """Reads raw files from the first directory holding a complete set, or returns None."""
+    """((train), (test), origin, paths) from the first directory holding a complete set, or None."""
     for directory in local_dirs(name, data_dir):
+        paths = found_files(name, directory)
+        if len(paths) != len(file_names(name)):
+            continue
         if name == "cifar10":
-            paths = [os.path.join(directory, f) for f in CIFAR_TRAIN_FILES + (CIFAR_TEST_FILE,)]
-            if all(os.path.isfile(p) for p in paths):
-                batches = [read_cifar10_bin(p) for p in paths]
-                for (_, labels), path in zip(batches, paths):
-                    _check_labels(labels, path)
-                train = np.concatenate([b[0] for b in batches[:-1]]), np.concatenate([b[1] for b in batches[:-1]])
-                return train, batches[-1], f"cifar-bin:{directory}"
-        else:
-            paths = [_find_idx(directory, base) for base in IDX_FILES]
-            if all(paths):
-                arrays = [read_idx(p) for p in paths]
-                train = _idx_pair(arrays[0], arrays[1], paths[0], paths[1])
-                test = _idx_pair(arrays[2], arrays[3], paths[2], paths[3])
-                return train, test, f"idx:{directory}"
+            batches = [read_cifar10_bin(p) for p in paths]
+            for (_, labels), path in zip(batches, paths):
+                _check_labels(labels, path)
+            train = np.concatenate([b[0] for b in batches[:-1]]), np.concatenate([b[1] for b in batches[:-1]])
+            return train, batches[-1], f"cifar-bin:{directory}", paths
+        arrays = [read_idx(p) for p in paths]
+        train = _idx_pair(arrays[0], arrays[1], paths[0], paths[1])
+        test = _idx_pair(arrays[2], arrays[3], paths[2], paths[3])
+        return train, test, f"idx:{directory}", paths
     return None
 
 
@@ -129,3 +138,19 @@ def _check_labels(labels: np.ndarray, path: str) -> None:
         raise ValueError(
             f"labels in {path} span {labels.min()}..{labels.max()}; allowed: 0..{NUM_CLASSES - 1}"
         )
+
+
+def source_line(record: dict, files: bool = False) -> str:
+    """A data source record in a few words, for the first line of a run; with `files`, also each file's
+    sha256 (its first 12 digits), for reports."""
+    if not record:
+        return "unknown source"
+    kind = {"idx": "IDX files", "cifar-bin": "CIFAR-10 binary files", "tfds": "TFDS"}.get(record.get("kind"), record.get("kind"))
+    version = f" {record['version']}" if record.get("version") else ""
+    where = f" in {record['path']}" if record.get("path") else ""
+    chosen = f", {record['chosen']}" if record.get("chosen") else ""
+    listed = ""
+    if files and record.get("files"):
+        listed = "; files " + ", ".join(
+            f"{f['name']}" + (f" (sha256 {f['sha256'][:12]})" if f.get("sha256") else "") for f in record["files"])
+    return f"{kind}{version}{where}{chosen}{listed}"

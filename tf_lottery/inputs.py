@@ -33,6 +33,7 @@ class Inputs:
     input_spec: Any = None  # shape of one example (or a dict of them)
     num_classes: Optional[int] = None
     sample: Callable[[int], list] = lambda count: []  # a few training batches (NumPy), for data-dependent scores
+    data_source: dict = dataclasses.field(default_factory=dict)  # where the data came from (see `data.Splits`)
 
     def total_iterations(self, config) -> int:
         """Iterations of one network: `config.iterations`, or `config.epochs` passes over the data."""
@@ -119,7 +120,8 @@ def _fingerprint(**splits) -> str:
 
 
 def from_arrays(train, validation, test, batch_size: int, scale: bool, name: str,
-                num_classes: Optional[int] = None, fingerprint: Optional[str] = None) -> Inputs:
+                num_classes: Optional[int] = None, fingerprint: Optional[str] = None,
+                data_source: Optional[dict] = None) -> Inputs:
     """Inputs from `(x, y)` pairs of arrays (x an array or a dict of arrays)."""
     parts = {"train": train, "validation": validation, "test": test}
     for split, pair in parts.items():
@@ -158,6 +160,7 @@ def from_arrays(train, validation, test, batch_size: int, scale: bool, name: str
         input_spec=first,
         num_classes=num_classes,
         sample=sample,
+        data_source=data_source or {"kind": "arrays", "chosen": "the caller's NumPy arrays"},
     )
 
 
@@ -168,6 +171,10 @@ def from_splits(splits, batch_size: int, train_subset: Optional[int] = None, fin
         train_x, train_y = train_x[:train_subset], train_y[:train_subset]
     if len(train_y) == 0:
         raise ValueError("the training set is empty; allowed: at least one example")
+    if batch_size > len(train_y):  # every batch would silently be the whole, smaller, training set
+        subset = f" (train_subset={train_subset})" if train_subset else ""
+        raise ValueError(f"batch_size={batch_size} is more than the {len(train_y)} training examples{subset}; "
+                         f"allowed: 1..{len(train_y)}")
     if len(splits.validation_labels) == 0:
         raise ValueError("the validation set is empty; allowed: validation_size >= 1 (early stopping needs it)")
     if len(splits.test_labels) == 0:
@@ -181,6 +188,7 @@ def from_splits(splits, batch_size: int, train_subset: Optional[int] = None, fin
         name=getattr(splits, "name", "") or getattr(splits, "source", "arrays"),
         num_classes=int(getattr(splits, "num_classes", 10)),
         fingerprint=fingerprint,
+        data_source=getattr(splits, "data_source", None) or {"kind": "splits", "chosen": "the caller's Splits"},
     )
 
 
@@ -224,6 +232,7 @@ def from_datasets(train, validation, test, batch_size: int, example_rank: Option
         name="user datasets",
         input_spec=tf.nest.map_structure(lambda s: tuple(s.shape[1:]), train.element_spec[0]),
         sample=lambda count: as_numpy_batches(train, count),
+        data_source={"kind": "tf.data", "chosen": "the caller's datasets"},
     )
 
 

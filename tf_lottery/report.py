@@ -18,7 +18,7 @@ import dataclasses
 import os
 from typing import Optional, Sequence
 
-from tf_lottery import report_stability
+from tf_lottery import data_files, report_stability
 from tf_lottery.branches import MAIN
 from tf_lottery.files import make_directories, remove_directories, atomic_write_bytes, atomic_write_json, temporary_name
 from tf_lottery.report_data import (
@@ -92,6 +92,25 @@ def _config_lines(experiment) -> list[str]:
     ]
 
 
+def _data_lines(runs: Sequence[Run]) -> list[str]:
+    """Where each run's data came from (one line when they agree), and why a search stopped early."""
+    seen: dict[str, list[str]] = {}
+    for run in runs:
+        line = data_files.source_line(run.data_source, files=True) if run.data_source else "not recorded (a run from before 0.3)"
+        if run.data_fingerprint:
+            line += f"; data fingerprint `{run.data_fingerprint}`"
+        seen.setdefault(line, []).append(os.path.basename(os.path.normpath(run.path)))
+    if len(seen) == 1:
+        lines = [f"- data: {next(iter(seen))}"]
+    else:
+        lines = [f"- data of {', '.join(names)}: {line}" for line, names in seen.items()]
+    for run in runs:
+        if run.stop:
+            lines.append(f"- {os.path.basename(os.path.normpath(run.path))} stopped after round "
+                         f"{run.stop['after_round']}: {run.stop['reason']}")
+    return lines
+
+
 def _shown_path(path: str, out: str) -> str:
     """A run's path relative to the report when it is near it (a checked-in copy), else absolute."""
     relative = os.path.relpath(path, out)
@@ -111,6 +130,7 @@ def _title(runs: Sequence[Run], compare: bool = False) -> str:
 def _header(runs: Sequence[Run], out: str, title: str, command: Optional[str], notes: list[str]) -> list[str]:
     lines = [f"# {title}", "", f"Runs: {', '.join(f'`{_shown_path(r.path, out)}`' for r in runs)}", ""]
     lines += _config_lines(runs[0].experiment)
+    lines += _data_lines(runs)
     fields = differing_fields(runs)
     if fields:
         lines.append(f"- the runs differ in {', '.join(f'`{f}`' for f in fields)}: the lines above are the first run's")

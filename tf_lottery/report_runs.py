@@ -14,7 +14,7 @@ import io
 import json
 import os
 import re
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 from tf_lottery import branches
 from tf_lottery import config as config_lib
@@ -42,6 +42,9 @@ class Run:
     notes: list[str]  # what is missing, in one line each
     experiment: config_lib.ExperimentConfig
     files: list[str] = dataclasses.field(default_factory=list)  # relative paths read and checked
+    data_source: dict = dataclasses.field(default_factory=dict)  # where its data came from (empty: not recorded)
+    data_fingerprint: Optional[str] = None
+    stop: Optional[dict] = None  # {"after_round", "reason"} when the search ended before its last round
 
 
 @dataclasses.dataclass
@@ -143,8 +146,12 @@ def load_run(path: str) -> Run:
         experiment = record["experiment"]
     rounds = {int(r["round"]): dict(r, controls=dict(r.get("controls", {}))) for r in (summary or {}).get("rounds", [])}
     histories = _read_stages(run, rounds, files)
+    sources = [d for d in (record, summary) if d]
+    found = {key: next((d[key] for d in sources if d.get(key) is not None), None)
+             for key in ("data_source", "data_fingerprint", "stop")}
     return Run(path=path, config=experiment.to_dict(), rounds=dict(sorted(rounds.items())), histories=histories,
-               notes=_missing(path, experiment, rounds, histories), experiment=experiment, files=files)
+               notes=_missing(path, experiment, rounds, histories, found["stop"]), experiment=experiment, files=files,
+               data_source=found["data_source"] or {}, data_fingerprint=found["data_fingerprint"], stop=found["stop"])
 
 
 def _read_stages(run: rundir.RunDirectory, rounds: dict[int, dict], files: list[str]) -> dict:
@@ -166,8 +173,10 @@ def _read_stages(run: rundir.RunDirectory, rounds: dict[int, dict], files: list[
     return histories
 
 
-def _missing(path: str, experiment, rounds: dict, histories: dict) -> list[str]:
+def _missing(path: str, experiment, rounds: dict, histories: dict, stop: Optional[dict] = None) -> list[str]:
     expected_rounds = experiment.pruning.rounds
+    if stop is not None:  # the search ended by itself: the rounds after it are not missing
+        expected_rounds = min(expected_rounds, int(stop["after_round"]) + 1)
     controls = experiment.pruning.controls
     name = os.path.basename(os.path.normpath(path))
     notes = []

@@ -71,6 +71,18 @@ class RunLockedError(ValueError):
 
 
 # -- the run directory ---------------------------------------------------------------------------
+SUMMARY_EXTRAS = ("data_source", "stop")  # record entries summary.json repeats, when the run has them
+
+
+def summary_of(record: dict, rows: list[dict]) -> dict:
+    """summary.json's content: the run's config, where its data came from, why it stopped, and its rows."""
+    out = {"version": config_lib.CONFIG_VERSION, "config": record["config"],
+           "fingerprint": record["fingerprint"]}
+    out.update({key: record[key] for key in SUMMARY_EXTRAS if record.get(key) is not None})
+    out["rounds"] = rows
+    return out
+
+
 class RunDirectory:
     """The paths of one run, and its validated reads and crash-safe writes."""
 
@@ -322,11 +334,7 @@ class RunDirectory:
     # -- summaries --------------------------------------------------------------------------
     def write_summary(self, record: dict, rows: list[dict]) -> None:
         """summary.json and rounds.csv from the rows of every finished round."""
-        atomic_write_json(
-            self.file("summary.json"),
-            {"version": config_lib.CONFIG_VERSION, "config": record["config"], "fingerprint": record["fingerprint"],
-             "rounds": rows},
-        )
+        atomic_write_json(self.file("summary.json"), summary_of(record, rows))
         controls = sorted({c for r in rows for c in r.get("controls", {})})
         columns = list(CSV_COLUMNS) + [f"{c}_{m}" for c in controls for m in CONTROL_CSV_METRICS]
         out = io.StringIO()

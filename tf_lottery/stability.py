@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tf_lottery import branches, distribute, instability, pruning, training
+from tf_lottery import branches, data_files, distribute, instability, pruning, training
 from tf_lottery import inputs as inputs_lib
 from tf_lottery import config as config_lib
 from tf_lottery import masks as mask_math
@@ -53,6 +53,8 @@ from tf_lottery.run_directory import CorruptRunError, RunDirectory
 MAIN = branches.MAIN
 COPIES = ("a", "b")
 POINTS = 30  # the paper's number of interpolation points
+# Each point is one evaluation of the test set; 1000 already resolves a barrier finer than its noise.
+MAX_POINTS = 1000
 
 
 def copy_seed(seed: int, level: int, rewind_step: int, copy: str) -> int:
@@ -297,8 +299,8 @@ def analyze(
     """
     levels = _integers("levels", levels)
     rewind_steps = _integers("rewind_steps", rewind_steps)
-    if not isinstance(points, numbers.Integral) or isinstance(points, bool) or points < 2:
-        raise ValueError(f"points={points!r} must be an integer >= 2 (the paper uses {POINTS})")
+    if not isinstance(points, numbers.Integral) or isinstance(points, bool) or not 2 <= points <= MAX_POINTS:
+        raise ValueError(f"points={points!r} must be an integer in 2..{MAX_POINTS} (the paper uses {POINTS})")
     run_dir = os.fspath(run_dir) if isinstance(run_dir, os.PathLike) else run_dir
     if not isinstance(run_dir, str) or not os.path.isdir(run_dir):
         raise ValueError(f"run_dir {run_dir!r} does not exist or is not a directory")
@@ -316,6 +318,7 @@ def analyze(
             tf.config.experimental.enable_op_determinism()
         search = _open(run, record, config, strategy, model, splits)
         search.log, search.progress = log, progress
+        log("data: " + data_files.source_line(search.inputs.data_source))
         total = search.total
         late = [k for k in rewind_steps if k >= total]
         if late:

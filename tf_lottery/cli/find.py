@@ -36,10 +36,13 @@ def config_from_flags():
     return config_flags.config_from_flags(CONFIG_FLAGS, model, FLAGS.preset, FLAGS.dataset or "fashion_mnist")
 
 
+MAX_REPLICATES = 1000  # seeds of one command; a sweep beyond that is a job scheduler's work
+
+
 def replicate_runs(config, output_dir: str, replicates: int):
     """(config, run directory) per replicate: one run as given, or seeds seed.. in output_dir/seed_<s>/."""
-    if replicates < 1:
-        raise ValueError(f"replicates={replicates} must be an integer >= 1")
+    if not 1 <= replicates <= MAX_REPLICATES:
+        raise ValueError(f"replicates={replicates} must be an integer in 1..{MAX_REPLICATES}")
     if replicates == 1:
         return [(config, output_dir)]
     out = []
@@ -51,17 +54,21 @@ def replicate_runs(config, output_dir: str, replicates: int):
 
 class _Header:
     """The run's header line, printed just before its first other output: a search refused while it is
-    set up prints only its error line, not a header as if it had started."""
+    set up prints only its error line, not a header as if it had started. The search's data line is
+    folded into it, so that the run's first line says where its data came from."""
 
-    def __init__(self, say, line: str):
-        self.say, self.line = say, line
+    def __init__(self, say, line: str, data_prefix: str = ""):
+        self.say, self.line, self.data_prefix = say, line, data_prefix
 
     def flush(self) -> None:
         if self.line is not None:
-            self.say(self.line)
+            self.say(self.line.replace(" ({data})", ""))
             self.line = None
 
     def then(self, line: str) -> None:
+        if self.line is not None and self.data_prefix and line.startswith(self.data_prefix):
+            self.line = self.line.replace("{data}", line[len(self.data_prefix):])
+            return
         self.flush()
         self.say(line)
 
@@ -82,9 +89,9 @@ def main(argv):
         tickets = []
         for run_config, output_dir in runs:
             header = _Header(say, (
-                f"tf_lottery: {config.model.model} on {config.data.dataset}, {config.pruning.rounds} rounds, "
+                f"tf_lottery: {config.model.model} on {config.data.dataset} ({{data}}), {config.pruning.rounds} rounds, "
                 f"seed {run_config.runtime.seed} -> {output_dir}"
-            ))
+            ), lottery.DATA_LINE_PREFIX)
             mode = "quiet" if FLAGS.quiet else "verbose" if FLAGS.verbose else "normal"
             tickets.append(lottery.find_ticket(config=run_config, output_dir=output_dir, strategy=strategy,
                                                log=header.then, progress=Progress(mode, before_first=header.flush)))

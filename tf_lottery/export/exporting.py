@@ -22,7 +22,7 @@ from tf_lottery.export import saved_model, versions
 from tf_lottery.export.layout import (
     FORMATS, INPUT_NAME, MAX_WARMUP, METADATA_FILE, OUTPUT_NAMES, SIGNATURE, TFLITE_FILE, WARMUP_FILE,
 )
-from tf_lottery.export.loading import ModelSource, check_images, load_ticket
+from tf_lottery.export.loading import ModelSource, check_inputs, load_ticket
 from tf_lottery.export.sparse_layers import sparse_model
 from tf_lottery.export.verification import Verification, random_images, verify
 from tf_lottery.run_directory import RunDirectory
@@ -106,7 +106,8 @@ def export_ticket(
     """
     directory = _check_options(export_base, model_name, format, warmup, version, overwrite)
     ticket = load_ticket(run_dir, round, model=model)
-    prepared = _prepare(ticket.wrapped, images if images is not None else check_images(ticket))
+    check, inputs = (images, "the images given") if images is not None else check_inputs(ticket)
+    prepared = dataclasses.replace(_prepare(ticket.wrapped, check), inputs=inputs)
     metadata = {"run_dir": ticket.run_dir, "round": ticket.round, "model": ticket.model_name}
     return _publish(prepared, directory, model_name, format, version, warmup, tflite, overwrite, metadata)
 
@@ -156,6 +157,7 @@ class _Prepared:
     input_shape: tuple
     model_output: str  # 'logits' or 'probabilities' (the model ends in a softmax)
     images: np.ndarray
+    inputs: str = ""  # where `images` came from, for the verification report
 
 
 def _prepare(model: keras.Model, images: Optional[np.ndarray]) -> _Prepared:
@@ -215,6 +217,7 @@ def _publish(prepared: _Prepared, directory, model_name, format, version, warmup
             if tflite:
                 _write_tflite(tmp, prepared, format)
             check = verify(tmp, images=prepared.images, reference=prepared.model, masks=prepared.masks)
+            check.inputs = prepared.inputs or check.inputs
             if not check.ok:
                 raise VerificationFailed(check)
             versions.make_readable(tmp)

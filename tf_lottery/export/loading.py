@@ -155,18 +155,29 @@ def _check_kernels(wrapped: keras.Model, record: dict, described: str) -> None:
 
 def test_images(config: ExperimentConfig, count: int = CHECK_EXAMPLES) -> np.ndarray:
     """The first `count` test images of the run's dataset, float32 in [0, 1], for output checks and warmup."""
+    return _test_split(config, count)[0]
+
+
+def _test_split(config: ExperimentConfig, count: int) -> tuple[np.ndarray, str]:
     from tf_lottery import data
 
     splits = data.load(config.data.dataset, data_dir=config.data.data_dir, validation_size=0)
-    return splits.test_images[:count].astype(np.float32) / 255.0
+    return splits.test_images[:count].astype(np.float32) / 255.0, data.source_line(splits.data_source)
+
+
+def check_inputs(ticket: LoadedTicket) -> tuple[Optional[np.ndarray], str]:
+    """(images, where they came from): the run's dataset's test images when the model takes them; None
+    (random inputs) for a user's own data."""
+    model_shape = tuple(int(d) for d in ticket.wrapped.input_shape[1:])
+    if DATASET_SHAPES.get(ticket.config.data.dataset) != model_shape:
+        return None, f"random inputs: the model takes {model_shape}, not {ticket.config.data.dataset}'s images"
+    images, source = _test_split(ticket.config, CHECK_EXAMPLES)
+    return images, f"test images of {ticket.config.data.dataset} from {source}"
 
 
 def check_images(ticket: LoadedTicket) -> Optional[np.ndarray]:
     """The run's dataset's test images when the model takes them; None (random inputs) for a user's own data."""
-    model_shape = tuple(int(d) for d in ticket.wrapped.input_shape[1:])
-    if DATASET_SHAPES.get(ticket.config.data.dataset) != model_shape:
-        return None
-    return test_images(ticket.config)
+    return check_inputs(ticket)[0]
 
 
 test_images.__test__ = False  # not a pytest test, though its name says "test"

@@ -40,6 +40,7 @@ class Verification:
     warmup_records: int
     reference: str
     model_output: str = "logits"  # the output compared: the model's own (logits or probabilities)
+    inputs: str = ""  # where the compared inputs came from (the dataset's source, or random)
 
     @property
     def ok(self) -> bool:
@@ -79,6 +80,8 @@ class Verification:
         else:
             lines.append(f"  outputs vs {self.reference} on {self.examples} examples: max |diff| {self.max_abs_diff:.2e}"
                          + (" (probabilities: the model ends in a softmax)" if self.model_output == "probabilities" else ""))
+            if self.inputs:
+                lines.append(f"  inputs: {self.inputs}")
         if self.tflite_max_abs_diff is not None:
             lines.append(f"  TFLite outputs: max |diff| {self.tflite_max_abs_diff:.2e}")
         lines.append("  OK" if self.ok else f"  FAILED (tolerance {TOLERANCE}, pruned weights must be 0)")
@@ -99,8 +102,9 @@ def verify(
     """
     meta, loaded, signature = _open_export(export_dir)
     label = "the model given" if reference is not None else "no reference"
+    inputs = "the images given" if images is not None else ""
     if reference is None:
-        reference, masks, images, label = _reference_from_run(meta, run_dir, images)
+        reference, masks, images, label, inputs = _reference_from_run(meta, run_dir, images, inputs)
     if reference is not None and masks is None and pruning.prunable_layers(reference):
         masks = pruning.get_masks(reference)
     output = meta["model_output"]
@@ -129,11 +133,14 @@ def verify(
         warmup_records=saved_model.count_warmup(os.path.join(export_dir, "assets.extra", WARMUP_FILE)),
         reference=label,
         model_output=output,
+        inputs=inputs,
     )
 
 
 def _open_export(export_dir: str):
     """The export's checked metadata, the loaded SavedModel and its `serving_default` signature."""
+    if not os.path.exists(export_dir):
+        raise ValueError(f"{export_dir!r} does not exist; give an export version directory (<export_base>/<version>)")
     if not os.path.isdir(export_dir) or not tf.saved_model.contains_saved_model(export_dir):
         raise ValueError(f"{export_dir!r} holds no SavedModel")
     meta = read_metadata(export_dir)
@@ -145,21 +152,25 @@ def _open_export(export_dir: str):
     return meta, loaded, loaded.signatures[SIGNATURE]
 
 
-def _reference_from_run(meta: dict, run_dir: Optional[str], images: Optional[np.ndarray]):
-    """(reference, masks, images, label): the run's round recorded in the export, rebuilt, if the run is there."""
+def _reference_from_run(meta: dict, run_dir: Optional[str], images: Optional[np.ndarray], inputs: str):
+    """(reference, masks, images, label, inputs): the run's round recorded in the export, rebuilt, if the
+    run is there. A `run_dir` the caller names must exist; the one the export recorded may be gone."""
+    if run_dir is not None and not os.path.isdir(run_dir):
+        raise ValueError(f"run_dir={run_dir!r} does not exist or is not a directory; give the run the export came "
+                         "from, or leave run_dir out to use the one the export records")
     source = run_dir or meta.get("run_dir")
     if not source:
-        return None, None, images, "no reference"
+        return None, None, images, "no reference", inputs
     if not os.path.isdir(source):
-        return None, None, images, f"no reference: run directory {source} is gone"
+        return None, None, images, f"no reference: run directory {source} is gone", inputs
     if meta.get("round") is None:
         raise ValueError(f"the export records no round of {source}; pass the model exported (reference=)")
     ticket = loading.load_ticket(source, meta["round"], input_shape=meta["input_shape"])
     if images is None:
-        images = loading.check_images(ticket)
+        images, inputs = loading.check_inputs(ticket)
     if images is None:
         images = random_images(tuple(meta["input_shape"]))
-    return ticket.wrapped, ticket.masks, images, f"round {ticket.round} of {source}"
+    return ticket.wrapped, ticket.masks, images, f"round {ticket.round} of {source}", inputs
 
 
 def random_images(input_shape: tuple, count: int = 64) -> np.ndarray:
