@@ -125,7 +125,7 @@ def test_a_second_sigterm_ends_the_process_at_once():
 def test_find_error_is_exactly_one_line(tmp_path):
     result = run([PYTHON, "-m", "tf_lottery.cli.find", "--rounds=0", f"--output_dir={tmp_path / 'run'}"])
     assert result.returncode == 1
-    assert result.stderr.splitlines() == ["lottery-find: error: rounds=0 must be an integer >= 1"]
+    assert result.stderr.splitlines() == ["lottery-find: error: rounds=0 must be an integer in 1..10000"]
 
 
 def test_find_sigterm_prints_the_interrupt_line(tmp_path):

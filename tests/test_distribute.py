@@ -281,7 +281,7 @@ def test_multi_worker_path_with_a_supplied_resolver(monkeypatch):
 
 
 def test_worker_timeout_is_validated():
-    with pytest.raises(ValueError, match=r"worker_timeout=0 must be a positive number"):
+    with pytest.raises(ValueError, match=r"worker_timeout=0 must be a number in \(0, 86400\]"):
         C.RuntimeConfig(worker_timeout=0)
 
 

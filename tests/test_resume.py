@@ -282,7 +282,7 @@ def test_nan_loss_stops_the_round_and_keeps_earlier_rounds(tmp_path):
 def test_nan_loss_from_the_shell_is_one_line(tmp_path):
     result = subprocess.run(
         FIND + ["--train_subset=600", "--rounds=2", "--iterations=40", "--eval_every=10",
-                "--optimizer=sgd", "--learning_rate=1e12", f"--output_dir={tmp_path / 'run'}"],
+                "--optimizer=sgd", "--learning_rate=1000", f"--output_dir={tmp_path / 'run'}"],
         capture_output=True, text=True, timeout=300, env=env(),
     )
     line = one_error_line(result)

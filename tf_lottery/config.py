@@ -27,8 +27,21 @@ STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "ftrl")
 # Fields that change no result: where data lives, how the run is spread or checkpointed, how long
 # it goes on (more rounds extend a run without changing the rounds it has).
-NOT_RESULT_FIELDS = ("data_dir", "strategy", "tpu", "worker_timeout", "rounds", "checkpoint_every")
+# keep_one_weight only lets a search reach levels that would otherwise be refused, so no finished
+# round depends on it.
+NOT_RESULT_FIELDS = ("data_dir", "strategy", "tpu", "worker_timeout", "rounds", "checkpoint_every", "keep_one_weight")
 MAX_SEED = 2**32 - 1
+# Upper bounds a real run stays within (a typo such as --iterations=5000000000 is refused, with the
+# bound in the message). ImageNet ResNet-50 for 90 epochs is 450,000 iterations; the paper's longest
+# search is 26 rounds (how many rounds the rates allow before a layer is empty is checked per model,
+# see strategies.first_emptied); a learning rate above 1000 diverges with any Keras optimizer.
+MAX_ROUNDS = 10_000
+MAX_ITERATIONS = 100_000_000
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 1 << 20
+MAX_EXAMPLES = 100_000_000
+MAX_LEARNING_RATE = 1000.0
+MAX_WORKER_TIMEOUT = 86_400.0
 CONFIG_VERSION = 2
 
 
@@ -60,10 +73,12 @@ def _check_int(name: str, value: Any, low: int = 1, high: Optional[int] = None) 
         raise ValueError(f"{name}={value!r} must be {allowed}")
 
 
-def _check_positive_number(name: str, value: Any) -> None:
+def _check_positive_number(name: str, value: Any, high: float = math.inf) -> None:
+    """A finite number in (0, high]: NaN and infinity are refused."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not (ok and 0 < value < math.inf):
-        raise ValueError(f"{name}={value!r} must be a positive number")
+    if not (ok and 0 < value <= high and math.isfinite(value)):
+        allowed = "a positive finite number" if high == math.inf else f"a number in (0, {high:g}]"
+        raise ValueError(f"{name}={value!r} must be {allowed}")
 
 
 def _as_tuple(name: str, value: Any, item_type: type) -> tuple:
@@ -116,9 +131,9 @@ class DataConfig:
         if self.data_dir is not None and (not isinstance(self.data_dir, str) or not self.data_dir):
             raise ValueError(f"data_dir={self.data_dir!r} must be a non-empty path (or None)")
         # Early stopping selects on the validation set; without one it would select on the test set.
-        _check_int("validation_size", self.validation_size, low=1)
+        _check_int("validation_size", self.validation_size, low=1, high=MAX_EXAMPLES)
         if self.train_subset is not None:
-            _check_int("train_subset", self.train_subset)
+            _check_int("train_subset", self.train_subset, high=MAX_EXAMPLES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,21 +180,21 @@ class TrainingConfig:
             _check_choice("optimizer", self.optimizer, OPTIMIZERS)
             if self.learning_rate is None:
                 raise ValueError("learning_rate=None needs an optimizer config; give a positive number")
-            _check_positive_number("learning_rate", self.learning_rate)
+            _check_positive_number("learning_rate", self.learning_rate, high=MAX_LEARNING_RATE)
             if self.momentum is not None:
                 _check_rate("momentum", self.momentum, allow_zero=True, allowed="[0, 1)")
-        _check_int("batch_size", self.batch_size)
+        _check_int("batch_size", self.batch_size, high=MAX_BATCH_SIZE)
         if self.iterations is None and self.epochs is None:
             raise ValueError("give either epochs or iterations (both are unset)")
         if self.iterations is not None:
-            _check_int("iterations", self.iterations)
+            _check_int("iterations", self.iterations, high=MAX_ITERATIONS)
         if self.epochs is not None:
-            _check_int("epochs", self.epochs)
-        _check_int("eval_every", self.eval_every)
-        _check_int("checkpoint_every", self.checkpoint_every, low=0)
-        _check_int("warmup_iterations", self.warmup_iterations, low=0)
+            _check_int("epochs", self.epochs, high=MAX_EPOCHS)
+        _check_int("eval_every", self.eval_every, high=MAX_ITERATIONS)
+        _check_int("checkpoint_every", self.checkpoint_every, low=0, high=MAX_ITERATIONS)
+        _check_int("warmup_iterations", self.warmup_iterations, low=0, high=MAX_ITERATIONS)
         for b in self.lr_boundaries:
-            _check_int("lr_boundaries", b)
+            _check_int("lr_boundaries", b, high=MAX_ITERATIONS)
         if list(self.lr_boundaries) != sorted(set(self.lr_boundaries)):
             raise ValueError(f"lr_boundaries={self.lr_boundaries!r} must increase strictly")
         if not isinstance(self.jit_compile, bool):
@@ -210,10 +225,14 @@ class PruningConfig:
     rewind_step: int = setting(0, "Rewind survivors to the weights at this iteration of the dense run (0: theta_0).")
     retrain: str = setting("weight_rewind", "After pruning: weight_rewind (the paper), lr_rewind or finetune.")
     controls: tuple[str, ...] = setting((), "Branches trained beside each pruned ticket: random_reinit, random_prune, ...")
+    keep_one_weight: bool = setting(
+        False, "Let rounds go on where the rates leave a layer no weight: keep its largest one (default: refuse).")
 
     def __post_init__(self):
         _set(self, "controls", _as_tuple("controls", self.controls, str))
-        _check_int("rounds", self.rounds)
+        _check_int("rounds", self.rounds, high=MAX_ROUNDS)
+        if not isinstance(self.keep_one_weight, bool):
+            raise ValueError(f"keep_one_weight={self.keep_one_weight!r} must be True or False")
         _check_rate("fc_rate", self.fc_rate)
         _check_rate("conv_rate", self.conv_rate)
         if self.output_rate is not None:  # None: half the rate of the output layer's kind
@@ -221,7 +240,7 @@ class PruningConfig:
         _check_choice("pruning_scope", self.pruning_scope, SCOPES)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("retrain", self.retrain, RETRAIN_MODES)
-        _check_int("rewind_step", self.rewind_step, low=0)
+        _check_int("rewind_step", self.rewind_step, low=0, high=MAX_ITERATIONS)
         if len(set(self.controls)) != len(self.controls):
             raise ValueError(f"controls={','.join(self.controls)} names a control twice")
 
@@ -241,7 +260,7 @@ class RuntimeConfig:
         _check_int("seed", self.seed, low=0, high=MAX_SEED)
         if not isinstance(self.deterministic, bool):
             raise ValueError(f"deterministic={self.deterministic!r} must be True or False")
-        _check_positive_number("worker_timeout", self.worker_timeout)
+        _check_positive_number("worker_timeout", self.worker_timeout, high=MAX_WORKER_TIMEOUT)
 
 
 SECTIONS = {
