@@ -54,11 +54,12 @@ class LotteryCallback(keras.callbacks.Callback):
     def __init__(self, fc_rate: float = 0.2, conv_rate: float = 0.1, output_rate: Optional[float] = None,
                  pruning_scope: str = "layerwise", schedule: str = "iterative", rewind_step: int = 0,
                  pruning_strategy: str = "magnitude", reset_optimizer: bool = True,
-                 config: Optional[PruningConfig] = None, seed: int = 0):
+                 config: Optional[PruningConfig] = None, seed: int = 0, keep_one_weight: bool = False):
         super().__init__()
         self.config = config or PruningConfig(
             fc_rate=fc_rate, conv_rate=conv_rate, output_rate=output_rate, pruning_scope=pruning_scope,
             schedule=schedule, rewind_step=rewind_step, pruning_strategy=pruning_strategy,
+            keep_one_weight=keep_one_weight,
         )
         strategy = strategies.get(self.config.pruning_strategy)
         if strategy.needs_model:
@@ -124,8 +125,13 @@ class LotteryCallback(keras.callbacks.Callback):
         kernels, current = pruning.get_kernels(self.model), self._masks
         if self.config.schedule == "one_shot":
             kernels, current = self.dense_kernels or kernels, mask_math.ones_like(kernels)
+        kinds = pruning.layer_kinds(self.model)
+        sizes = {name: int(np.size(kernel)) for name, kernel in kernels.items()}
+        emptied = strategies.first_emptied(self.config, kinds, sizes, self.level + 2)
+        if emptied is not None and not self.config.keep_one_weight:
+            raise ValueError(emptied.message())
         inputs = strategies.PruneInputs(
-            kinds=pruning.layer_kinds(self.model), kernels=kernels, masks=current, level=self.level + 1,
+            kinds=kinds, kernels=kernels, masks=current, level=self.level + 1,
             seed=branches.stage_seed(self.seed, self.level + 1, branches.MAIN),
         )
         return strategies.prune(self.config, inputs)

@@ -69,6 +69,30 @@ class Search:
         self.kinds = pruning.layer_kinds(self.model)
         self.shapes = pruning.kernel_shapes(self.model)
         self.weight_shapes = pruning.shapes(self.model)
+        self.sizes = {n: int(np.prod(s)) for n, s in self.shapes.items()}
+        # The last level that prunes anything: the levels after it would train the same counts again.
+        self.last_level = strategies.last_changing_level(self.config.pruning, self.kinds, self.sizes,
+                                                         self.config.pruning.rounds)
+
+    def check_levels(self) -> None:
+        """Refuse, before anything is written, a search whose rounds would leave a layer no weight."""
+        pruning_config = self.config.pruning
+        emptied = strategies.first_emptied(pruning_config, self.kinds, self.sizes, pruning_config.rounds)
+        if emptied is not None and not pruning_config.keep_one_weight:
+            raise ValueError(emptied.message(pruning_config.rounds))
+
+    def stop(self) -> Optional[dict]:
+        """{"after_round", "reason"} when the search ends before its last round because the rest prune nothing."""
+        rounds = self.config.pruning.rounds
+        if self.last_level >= rounds - 1:
+            return None
+        layers = self.counts(self.last_level)["layers"]
+        if all(count == 1 for count in layers.values()) and "pool" not in self.counts(self.last_level):
+            why = "every layer is down to its one kept weight"
+        else:
+            why = "the rates round every layer to the weights it already has"
+        later = f"round {self.last_level + 1}" + (" and later" if self.last_level + 2 < rounds else "")
+        return {"after_round": self.last_level, "reason": f"{later} would prune nothing ({why})"}
 
     # -- what is on disk ------------------------------------------------------------------------
     def stage_iterations(self, level: int, stage: str) -> int:
@@ -99,8 +123,7 @@ class Search:
         return {name: np.ones(shape, np.float32) for name, shape in self.shapes.items()}
 
     def counts(self, level: int):
-        sizes = {n: int(np.prod(s)) for n, s in self.shapes.items()}
-        return strategies.expected_counts(self.config.pruning, self.kinds, sizes, level)
+        return strategies.expected_counts(self.config.pruning, self.kinds, self.sizes, level)
 
     def load_masks(self, level: int) -> Optional[dict]:
         """Round `level`'s mask, checked: 0/1 values, shapes, survivors per layer (or per pool), and no
@@ -245,7 +268,7 @@ class Search:
     def write_summary(self, record: dict) -> list[dict]:
         rows = self.rows()
         path = self.run.file("summary.json")
-        wanted = {"version": record["version"], "config": record["config"], "fingerprint": record["fingerprint"], "rounds": rows}
+        wanted = rundir.summary_of(record, rows)
         current = None
         if os.path.isfile(path):
             with contextlib.suppress(ValueError, OSError):
@@ -255,13 +278,17 @@ class Search:
         return rows
 
     def search(self, record: dict) -> list[dict]:
+        """Train every level up to the last that prunes anything; say so in one line when that ends it early."""
         rows: list[dict] = []
-        for level in range(self.config.pruning.rounds):
+        stop = self.stop()
+        if stop is not None:
+            record = dict(record, stop=stop)
+        for level in range(self.last_level + 1):
             masks = self.masks(level)
             trained = self.train_ticket(level, masks)
             for name in self.config.pruning.controls if level > 0 else ():
                 trained = self.train_branch(level, name, masks) or trained
-            if trained or level == self.config.pruning.rounds - 1:
+            if trained or level == self.last_level:
                 rows = self.write_summary(record)  # a pure resume pass rewrites nothing on its way
             else:
                 rows = self.rows()
@@ -269,6 +296,8 @@ class Search:
                 if trained:
                     _write_tensorboard_round(self.run, rows[level])
                 self.log(format_round(rows[level]))
+        if stop is not None:
+            self.log(f"stopped after round {stop['after_round']} of {self.config.pruning.rounds}: {stop['reason']}")
         return rows
 
     # -- reading everything before writing anything ---------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import os
 import tempfile
 from typing import Any, Callable, Optional, Sequence, Union
@@ -20,6 +21,7 @@ import tf_keras as keras
 
 from tf_lottery import branches, building, distribute, inputs as inputs_lib, pruning, strategies, training
 from tf_lottery import config as config_lib
+from tf_lottery import data_files
 from tf_lottery.config import ExperimentConfig
 from tf_lottery.levels import Search
 from tf_lottery.run_directory import RunDirectory
@@ -27,6 +29,7 @@ from tf_lottery.ticket import Ticket
 
 ModelSource = Union[keras.Model, Callable[..., keras.Model], None]
 CHECK_IMAGES = 512
+DATA_LINE_PREFIX = "data: "  # the log line saying where the run's data came from (the CLI folds it into its header)
 
 
 def _build_model(source: ModelSource, config: ExperimentConfig, input_shape, num_classes: int) -> tuple[keras.Model, str]:
@@ -115,6 +118,7 @@ def _record(config: ExperimentConfig, inputs, model: keras.Model, wrapped: keras
         "config": config.to_dict(),
         "fingerprint": config.fingerprint(),
         "data_fingerprint": inputs.fingerprint,
+        "data_source": inputs.data_source,
         "model": {
             "source": source,
             "name": model.name,
@@ -212,10 +216,15 @@ def find_ticket(
       training.TrainingDiverged: the loss became NaN; earlier rounds are kept.
       distribute.WorkerLostError: a worker of a multi-worker run died or hung.
     """
+    # Keras models, their optimizers and traced functions form reference cycles that only a full
+    # collection frees; the collector's own thresholds run one every few calls, so memory would
+    # climb by ~6 MB a call between them in a loop of searches (issue 19). Free the last ones first.
+    gc.collect()
     setup = _Setup.of(model, config, splits, train, validation, test, output_dir, strategy, optimizer)
     with contextlib.ExitStack() as stack:
         run, keep = stack.enter_context(_run_directory(output_dir, setup.strategy))
         search, record = _open_search(stack, setup, run, callbacks, loss, metrics, log, progress)
+        log(DATA_LINE_PREFIX + data_files.source_line(setup.inputs.data_source))
         stack.enter_context(distribute.peer_failures(setup.strategy, output_dir))
         rows = search.search(record)
         return Ticket(
@@ -284,6 +293,7 @@ def _open_search(stack, setup: _Setup, run: RunDirectory, callbacks, loss, metri
     objective = _objective(wrapped, setup.compiled, loss, metrics, setup.inputs.one_hot)
     record = _record(config, setup.inputs, built, wrapped, source)
     search = Search(wrapped, config, setup.inputs, run, strategy, objective, tuple(callbacks), log, progress)
+    search.check_levels()
     if run.exists():
         run.lock()
         stack.callback(run.unlock)

@@ -9,6 +9,7 @@ checkpointed iteration and see exactly the batches an uninterrupted run would ha
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -17,6 +18,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+from tensorflow.python.framework import ops  # the gradient registry: see forgetting_traced_gradients
 
 from tf_lottery.config import TrainingConfig
 
@@ -121,6 +123,32 @@ class Shifted(keras.optimizers.schedules.LearningRateSchedule):
         return {"schedule": keras.optimizers.schedules.serialize(self.schedule), "offset": self.offset, "hold": self.hold}
 
 
+class Movable(keras.optimizers.schedules.LearningRateSchedule):
+    """`Shifted` with its offset and hold in variables: one traced train step serves every network.
+
+    The schedule's value at step s is the same as `Shifted(schedule, offset, hold)`'s, so a model
+    compiled once can train a network from iteration 0, another replayed from k and a third held at k.
+    """
+
+    def __init__(self, schedule):
+        self.schedule = schedule
+        with tf.init_scope():
+            self.offset = tf.Variable(0, dtype=tf.int64, trainable=False, name="schedule_offset")
+            self.hold = tf.Variable(False, dtype=tf.bool, trainable=False, name="schedule_hold")
+
+    def move(self, offset: int, hold: bool) -> None:
+        self.offset.assign(int(offset))
+        self.hold.assign(bool(hold))
+
+    def __call__(self, step):
+        step = tf.where(self.hold, tf.constant(0, tf.int64), tf.cast(step, tf.int64))
+        return self.schedule(step + self.offset)
+
+    def get_config(self):
+        return {"schedule": keras.optimizers.schedules.serialize(self.schedule),
+                "offset": int(self.offset.numpy()), "hold": bool(self.hold.numpy())}
+
+
 # The names of config.OPTIMIZERS, as tf-keras's current (not legacy) optimizer classes.
 _OPTIMIZER_CLASSES = {
     "adam": keras.optimizers.Adam,
@@ -141,11 +169,13 @@ def _schedule(config: TrainingConfig):
     return config.learning_rate
 
 
-def make_optimizer(config: TrainingConfig, schedule_offset: int = 0, hold_schedule: bool = False):
+def make_optimizer(config: TrainingConfig, schedule_offset: int = 0, hold_schedule: bool = False,
+                   movable: bool = False):
     """A fresh optimizer: no state carries across networks, as in the paper.
 
     `schedule_offset` replays the learning-rate schedule from that iteration (learning-rate
     rewinding); with `hold_schedule` the rate stays at the schedule's value there (fine-tuning).
+    With `movable`, a schedule is wrapped in `Movable` whatever the offset, so that it can be moved later.
     """
     if isinstance(config.optimizer, dict):
         try:
@@ -159,10 +189,13 @@ def make_optimizer(config: TrainingConfig, schedule_offset: int = 0, hold_schedu
         if config.optimizer in ("sgd", "rmsprop") and config.momentum is not None:
             kwargs["momentum"] = config.momentum
         optimizer = _OPTIMIZER_CLASSES[config.optimizer](**kwargs)
-    if schedule_offset or hold_schedule:
-        base = rate if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule) else None
-        if base is not None:
-            optimizer._learning_rate = optimizer._build_learning_rate(Shifted(base, schedule_offset, hold_schedule))  # noqa: SLF001
+    base = rate if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule) else None
+    if base is not None and movable:
+        schedule = Movable(base)
+        schedule.move(schedule_offset, hold_schedule)
+        optimizer._learning_rate = optimizer._build_learning_rate(schedule)  # noqa: SLF001
+    elif base is not None and (schedule_offset or hold_schedule):
+        optimizer._learning_rate = optimizer._build_learning_rate(Shifted(base, schedule_offset, hold_schedule))  # noqa: SLF001
     return optimizer
 
 
@@ -261,6 +294,28 @@ class CaptureAt(keras.callbacks.Callback):
             self.done = step == self.iteration
 
 
+@contextlib.contextmanager
+def forgetting_traced_gradients():
+    """Drop the gradient functions that tracing registered globally while the block ran.
+
+    Under every tf.distribute strategy (the default one too) the optimizer sums gradients with
+    `ReplicaContext.all_reduce`, a `tf.custom_gradient`; each trace of a train step registers its
+    gradient function in TensorFlow's global gradient registry under a new name, and that
+    function holds the whole traced graph: about 10 MB per traced train step that nothing ever
+    frees (issue 19: 14 MB a round, 25 MB per `find_ticket` call). A registration is only read
+    while its own graph is being differentiated, during the trace; once `fit` returns, the
+    graphs traced inside it are complete, so their registrations can go.
+    """
+    registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
+    before = set(registry) if isinstance(registry, dict) else None
+    try:
+        yield
+    finally:
+        if before is not None:
+            for name in [name for name in registry if name not in before and name.startswith("CustomGradient-")]:
+                del registry[name]
+
+
 def train(
     model: keras.Model,
     train_data: Callable[[int], tf.data.Dataset],
@@ -288,23 +343,24 @@ def train(
     all_callbacks = list(callbacks) + [evaluator]
     iteration = start_iteration
     full_periods = (total_iterations - iteration) // eval_every
-    if full_periods:
-        model.fit(
-            train_data(iteration),
-            epochs=full_periods,
-            steps_per_epoch=eval_every,
-            callbacks=all_callbacks,
-            verbose=verbose,
-        )
-        iteration += full_periods * eval_every
-    if iteration < total_iterations:
-        model.fit(
-            train_data(iteration),
-            epochs=1,
-            steps_per_epoch=total_iterations - iteration,
-            callbacks=all_callbacks,
-            verbose=verbose,
-        )
+    with forgetting_traced_gradients():
+        if full_periods:
+            model.fit(
+                train_data(iteration),
+                epochs=full_periods,
+                steps_per_epoch=eval_every,
+                callbacks=all_callbacks,
+                verbose=verbose,
+            )
+            iteration += full_periods * eval_every
+        if iteration < total_iterations:
+            model.fit(
+                train_data(iteration),
+                epochs=1,
+                steps_per_epoch=total_iterations - iteration,
+                callbacks=all_callbacks,
+                verbose=verbose,
+            )
     return summarize(history, total_iterations, time.perf_counter() - started)
 
 
@@ -330,9 +386,7 @@ def train_stage(model, stage: Stage, config: TrainingConfig, inputs, objective: 
     (metrics and evaluation history).
     """
     keras.utils.set_random_seed(stage.seed)
-    with strategy.scope():
-        objective.compile(model, make_optimizer(config, stage.schedule_offset, stage.hold_schedule), config.jit_compile)
-        model.optimizer.build(model.trainable_variables)
+    compile_for_stage(model, stage, config, objective, strategy)
     for wrapper in _wrappers(model):
         wrapper.pruning_step.assign(0)
     start, history, previous_seconds = _resume(model, stage, run, log)
@@ -358,6 +412,57 @@ def train_stage(model, stage: Stage, config: TrainingConfig, inputs, objective: 
     out["seconds"] += previous_seconds
     out["history"] = [dataclasses.asdict(e) for e in result.history]
     return out
+
+
+@dataclasses.dataclass
+class _Compiled:
+    """What `compile_for_stage` compiled a model with, and its optimizer's state before any step."""
+
+    key: tuple
+    optimizer: Any
+    fresh: list
+
+
+def _compile_key(config: TrainingConfig, objective: Objective, strategy) -> tuple:
+    optimizer = repr(sorted(config.optimizer.items())) if isinstance(config.optimizer, dict) else config.optimizer
+    return (objective.loss, tuple(objective.metrics), optimizer, config.learning_rate, config.momentum,
+            config.warmup_iterations, tuple(config.lr_boundaries), config.jit_compile, id(strategy))
+
+
+def has_random_layers(model) -> bool:
+    """Whether any layer draws random numbers in its forward pass (Dropout, GaussianNoise, ...)."""
+    return any(hasattr(layer, "_random_generator") for layer in model.submodules)
+
+
+def compile_for_stage(model, stage: Stage, config: TrainingConfig, objective: Objective, strategy) -> None:
+    """Give `model` a fresh optimizer for `stage`: compiled once, reset for every later network.
+
+    Each `compile` traces new train and test functions, and TensorFlow keeps about 10 MB of every
+    traced function it has dropped, so a search that compiled each network grew without bound
+    (issue 19). A model compiled here keeps its compiled functions; a later stage resets the
+    optimizer's variables to the values they had before the first step (iterations, slots) and
+    moves the learning-rate schedule, which is a fresh optimizer, bit for bit. Two cases compile
+    anew, as before: a model whose layers draw random numbers (a traced dropout op's stream
+    starts from the seed set when it was traced, so each network needs its own trace to keep its
+    seed), and a model that was compiled by someone else since (another optimizer or loss).
+    """
+    key = _compile_key(config, objective, strategy)
+    cached = getattr(model, "_tf_lottery_compiled", None)
+    if (cached is not None and cached.key == key and model.optimizer is cached.optimizer
+            and not has_random_layers(model)):
+        with strategy.scope():
+            for variable, value in zip(cached.optimizer.variables, cached.fresh):
+                variable.assign(value)
+            schedule = getattr(cached.optimizer, "_learning_rate", None)
+            if isinstance(schedule, Movable):
+                schedule.move(stage.schedule_offset, stage.hold_schedule)
+        return
+    with strategy.scope():
+        optimizer = make_optimizer(config, stage.schedule_offset, stage.hold_schedule, movable=True)
+        objective.compile(model, optimizer, config.jit_compile)
+        model.optimizer.build(model.trainable_variables)
+    fresh = _Compiled(key, model.optimizer, [v.numpy() for v in model.optimizer.variables])
+    object.__setattr__(model, "_tf_lottery_compiled", fresh)  # a plain attribute: Keras must not track it
 
 
 def _resume(model, stage: Stage, run, log) -> tuple[int, list, float]:

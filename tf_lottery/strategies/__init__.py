@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import importlib
 
-from tf_lottery.strategies.base import PruneInputs, Strategy, expected_counts, keep_fractions, select
+from tf_lottery.strategies.base import (
+    Emptied, PruneInputs, Strategy, expected_counts, first_emptied, keep_fractions, kept_fraction, last_changing_level,
+    pooled_rate, select,
+)
 
 _MODULES = {
     "magnitude": "tf_lottery.strategies.magnitude",
@@ -38,4 +41,7 @@ def prune(config, inputs: PruneInputs):
     return select(config, strategy.scores(inputs), inputs.masks, inputs.kinds, inputs.level, strategy.signed)
 
 
-__all__ = ["PruneInputs", "Strategy", "expected_counts", "get", "keep_fractions", "names", "prune", "select"]
+__all__ = [
+    "Emptied", "PruneInputs", "Strategy", "expected_counts", "first_emptied", "get", "keep_fractions",
+    "last_changing_level", "names", "prune", "select",
+]

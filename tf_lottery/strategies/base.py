@@ -8,6 +8,7 @@ reviving a weight the current mask has pruned. Everything here is NumPy: mask in
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
@@ -63,7 +64,12 @@ def keep_fractions(config: PruningConfig, kinds: Mapping[str, str], level: int) 
     rates = {name: config.fc_rate if kind == "fc" else config.conv_rate for name, kind in kinds.items()}
     out = list(kinds)[-1]
     rates[out] = config.output_rate if config.output_rate is not None else rates[out] / 2.0
-    return {name: (1.0 - rate) ** level for name, rate in rates.items()}
+    return {name: kept_fraction(rate, level) for name, rate in rates.items()}
+
+
+def kept_fraction(rate: float, level: int) -> float:
+    """(1 - rate) ** level, never 0: at levels so deep that it underflows, a layer keeps its floor of one weight."""
+    return max((1.0 - rate) ** level, math.ulp(0.0))
 
 
 def pooled_rate(config: PruningConfig, kinds: Mapping[str, str]) -> float:
@@ -81,7 +87,7 @@ def select(config: PruningConfig, scores: Mapping[str, np.ndarray], masks: Mappi
         return mask_math.layerwise_masks(ranked, masks, keep, signed=signed)
     out = list(kinds)[-1]
     pooled = {n: m for n, m in masks.items() if n != out}
-    result = mask_math.global_masks(ranked, pooled, (1.0 - pooled_rate(config, kinds)) ** level, signed=signed)
+    result = mask_math.global_masks(ranked, pooled, kept_fraction(pooled_rate(config, kinds), level), signed=signed)
     result[out] = mask_math.magnitude_mask(ranked[out], masks[out], keep[out], signed=signed)
     return {n: result[n] for n in masks}
 
@@ -94,5 +100,101 @@ def expected_counts(config: PruningConfig, kinds: Mapping[str, str], sizes: Mapp
         return {"layers": counts}
     out = list(kinds)[-1]
     pool = [n for n in kinds if n != out]
-    total = mask_math.keep_count(sum(sizes[n] for n in pool), (1.0 - pooled_rate(config, kinds)) ** level)
+    total = mask_math.keep_count(sum(sizes[n] for n in pool), kept_fraction(pooled_rate(config, kinds), level))
     return {"layers": {out: counts[out]}, "pool": pool, "pool_range": (total, total + len(pool))}
+
+
+@dataclasses.dataclass(frozen=True)
+class Emptied:
+    """The first level at which the rates round a layer (or the global pool) to no weight at all."""
+
+    level: int
+    what: str  # "layer 'dense'" or "the global pool (layers ...)"
+    size: int
+    rate_name: str  # the field whose rate empties it, e.g. "fc_rate=0.2"
+    keep: float  # (1 - rate) ** level
+
+    def message(self, rounds: Optional[int] = None) -> str:
+        """The one-line refusal of a search of `rounds` rounds (None: of the next round) that reaches this level."""
+        allowed = f"rounds <= {self.level}" if rounds is not None else f"at most {self.level - 1} rounds of pruning"
+        return (f"{f'rounds={rounds}: ' if rounds is not None else ''}round {self.level} would leave {self.what} none "
+                f"of its {self.size:,} weights ({self.rate_name} keeps {self.keep:.3g} of them, under half a weight), "
+                f"disconnecting the network; allowed: {allowed}, or keep_one_weight=True to keep each layer's "
+                "largest weight")
+
+
+def _raw_counts(config: PruningConfig, kinds: Mapping[str, str], sizes: Mapping[str, int], level: int) -> dict:
+    """Survivors at `level` before any floor: what the rates alone give, per layer and for the pool."""
+    keep = keep_fractions(config, kinds, level)
+    counts = {f"layer {n!r}": int(round(sizes[n] * keep[n])) for n in kinds}
+    if config.pruning_scope == "global":
+        out = list(kinds)[-1]
+        pool = [n for n in kinds if n != out]
+        counts = {f"layer {out!r}": counts[f"layer {out!r}"]}
+        if pool:
+            fraction = kept_fraction(pooled_rate(config, kinds), level)
+            counts[f"the global pool ({', '.join(pool)})"] = int(round(sum(sizes[n] for n in pool) * fraction))
+    return counts
+
+
+def first_emptied(config: PruningConfig, kinds: Mapping[str, str], sizes: Mapping[str, int],
+                  rounds: int) -> Optional[Emptied]:
+    """The first level below `rounds` whose rates leave a layer (or the pool) no weight, or None.
+
+    Survivors shrink with the level, so the first level found by bisection is the first of all.
+    """
+    if not kinds or rounds < 2:
+        return None
+
+    def empty(level: int) -> bool:
+        return min(_raw_counts(config, kinds, sizes, level).values()) < 1
+
+    if not empty(rounds - 1):
+        return None
+    low, high = 0, rounds - 1  # empty(high), not empty(low)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if not empty(middle) else (low, middle)
+    counts = _raw_counts(config, kinds, sizes, high)
+    what = next(name for name, count in counts.items() if count < 1)
+    out = list(kinds)[-1]
+    if what.startswith("the global pool"):
+        size = sum(sizes[n] for n in kinds if n != out)
+        rate_name = "conv_rate" if any(kinds[n] == "conv" for n in kinds if n != out) else "fc_rate"
+        rate = pooled_rate(config, kinds)
+    else:
+        layer = what[len("layer "):].strip("'\"")
+        size = sizes[layer]
+        keep = keep_fractions(config, kinds, 1)[layer]
+        rate = 1.0 - keep
+        if layer == out:
+            rate_name = "output_rate" if config.output_rate is not None else "the output layer's rate"
+        else:
+            rate_name = "fc_rate" if kinds[layer] == "fc" else "conv_rate"
+    return Emptied(high, what, size, f"{rate_name}={rate:g}", (1.0 - rate) ** high)
+
+
+def last_changing_level(config: PruningConfig, kinds: Mapping[str, str], sizes: Mapping[str, int],
+                        rounds: int) -> int:
+    """The last level below `rounds` whose survivors differ from the level before it (0: none does).
+
+    Levels after it would train the same counts of weights again (the rates round to nothing more,
+    or every layer sits at its floor of one weight): a search stops there. Survivors never grow
+    with the level, so a level equal to the last one has every level between them equal too.
+    """
+    if rounds < 2 or not kinds:
+        return 0
+
+    def counts(level: int):
+        return expected_counts(config, kinds, sizes, level)
+
+    final = counts(rounds - 1)
+    if final != counts(rounds - 2):
+        return rounds - 1
+    low, high = 0, rounds - 1  # counts(high) == final; counts(low) != final unless low == 0
+    if counts(0) == final:
+        return 0
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if counts(middle) != final else (low, middle)
+    return high
