@@ -124,3 +124,71 @@ def test_a_network_resumes_from_its_checkpoint_to_the_identical_result(tmp_path)
     assert all(np.array_equal(a, b) for a, b in zip(pruning.snapshot(model), reference))
     assert resumed["history"] == whole["history"]
     assert int(pruning.prunable_layers(model)[0].pruning_step.numpy()) == 60  # the step count resumed too
+
+
+def _tiny_lenet(dropout: float = 0.0):
+    keras.utils.set_random_seed(0)
+    model = pruning.wrap(zoo.get_builder("lenet_300_100")((28, 28, 1), seed=0, dropout_rate=dropout))
+    return model, training.default_objective(model, one_hot=False)
+
+
+def test_a_model_compiled_once_trains_each_later_network_as_a_fresh_optimizer_would():
+    """compile_for_stage resets the optimizer and moves the schedule instead of recompiling (issue 19):
+    the second network of a reused model matches, bit for bit, the same network on a freshly compiled model."""
+    tf.config.experimental.enable_op_determinism()
+    data = inputs_lib.from_splits(fashion_slice(train=300, validation=60, test=60), batch_size=60)
+    config = C.TrainingConfig(iterations=20, eval_every=10, checkpoint_every=0, lr_boundaries=(10,), warmup_iterations=5)
+    first = training.Stage(round=0, name="main", seed=1, iterations=20)
+    second = training.Stage(round=1, name="main", seed=2, iterations=20, schedule_offset=10)
+    strategy = tf.distribute.get_strategy()
+    quiet = dict(log=lambda s: None)
+
+    model, objective = _tiny_lenet()
+    start = pruning.snapshot(model)
+    training.train_stage(model, first, config, data, objective, strategy, **quiet)
+    optimizer, train_function = model.optimizer, model.train_function
+    pruning.restore(model, start)
+    reused = training.train_stage(model, second, config, data, objective, strategy, **quiet)
+    assert model.optimizer is optimizer and model.train_function is train_function  # no new compile, no retrace
+    assert int(optimizer.iterations.numpy()) == 20  # counted from 0 again, not from 20
+
+    fresh_model, fresh_objective = _tiny_lenet()
+    pruning.restore(fresh_model, start)
+    fresh = training.train_stage(fresh_model, second, config, data, fresh_objective, strategy, **quiet)
+    assert fresh_model.optimizer is not optimizer
+    assert reused["history"] == fresh["history"]
+    assert all(np.array_equal(a, b) for a, b in zip(pruning.snapshot(model), pruning.snapshot(fresh_model)))
+
+    # Compiled by someone else in between: compiled anew, never trained with the other optimizer.
+    other = keras.optimizers.SGD(0.5)
+    model.compile(optimizer=other, loss=objective.loss)
+    training.compile_for_stage(model, second, config, objective, strategy)
+    assert model.optimizer is not other and model.optimizer is not optimizer
+    assert type(model.optimizer) is keras.optimizers.Adam
+
+
+def test_a_model_with_dropout_is_compiled_for_every_network():
+    """A traced dropout op's random stream starts from the seed set at its trace: each network needs its own."""
+    model, objective = _tiny_lenet(dropout=0.5)
+    assert training.has_random_layers(model)
+    config = C.TrainingConfig(iterations=10, eval_every=10)
+    stage = training.Stage(round=0, name="main", seed=1, iterations=10)
+    strategy = tf.distribute.get_strategy()
+    training.compile_for_stage(model, stage, config, objective, strategy)
+    first = model.optimizer
+    training.compile_for_stage(model, stage, config, objective, strategy)
+    assert model.optimizer is not first
+
+
+def test_fit_leaves_no_gradient_registration_behind():
+    """Each traced train step registers its all-reduce gradient globally, holding the whole graph (issue 19)."""
+    from tensorflow.python.framework import ops
+
+    data = inputs_lib.from_splits(fashion_slice(train=120, validation=60, test=60), batch_size=60)
+    model, objective = _tiny_lenet()
+    before = set(ops._gradient_registry._registry)  # noqa: SLF001
+    training.train_stage(model, training.Stage(round=0, name="main", seed=1, iterations=4),
+                         C.TrainingConfig(iterations=4, eval_every=2, checkpoint_every=0), data, objective,
+                         tf.distribute.get_strategy(), log=lambda s: None)
+    added = set(ops._gradient_registry._registry) - before  # noqa: SLF001
+    assert not [name for name in added if name.startswith("CustomGradient-")]

@@ -86,8 +86,8 @@ class Search:
         rounds = self.config.pruning.rounds
         if self.last_level >= rounds - 1:
             return None
-        layers = self.counts(self.last_level)["layers"]
-        if all(count == 1 for count in layers.values()) and "pool" not in self.counts(self.last_level):
+        counts = self.counts(self.last_level)
+        if "pool" not in counts and all(count == 1 for count in counts["layers"].values()):
             why = "every layer is down to its one kept weight"
         else:
             why = "the rates round every layer to the weights it already has"

@@ -420,6 +420,7 @@ class _Compiled:
 
     key: tuple
     optimizer: Any
+    loss: Any  # the model's compiled loss container: a compile by anyone else replaces it
     fresh: list
 
 
@@ -437,19 +438,18 @@ def has_random_layers(model) -> bool:
 def compile_for_stage(model, stage: Stage, config: TrainingConfig, objective: Objective, strategy) -> None:
     """Give `model` a fresh optimizer for `stage`: compiled once, reset for every later network.
 
-    Each `compile` traces new train and test functions, and TensorFlow keeps about 10 MB of every
-    traced function it has dropped, so a search that compiled each network grew without bound
-    (issue 19). A model compiled here keeps its compiled functions; a later stage resets the
-    optimizer's variables to the values they had before the first step (iterations, slots) and
-    moves the learning-rate schedule, which is a fresh optimizer, bit for bit. Two cases compile
-    anew, as before: a model whose layers draw random numbers (a traced dropout op's stream
-    starts from the seed set when it was traced, so each network needs its own trace to keep its
-    seed), and a model that was compiled by someone else since (another optimizer or loss).
+    Each `compile` makes Keras trace new train and test functions for the next `fit`. A model
+    compiled here keeps them: a later stage resets the optimizer's variables to the values they
+    had before the first step (iterations, slots) and moves the learning-rate schedule, which is
+    a fresh optimizer, bit for bit, without a new trace. Two cases compile anew, as before: a
+    model whose layers draw random numbers (a traced dropout op's stream starts from the seed set
+    when it was traced, so each network needs its own trace to keep its seed), and a model that
+    someone else compiled since (its optimizer or loss container is not the one recorded here).
     """
     key = _compile_key(config, objective, strategy)
     cached = getattr(model, "_tf_lottery_compiled", None)
     if (cached is not None and cached.key == key and model.optimizer is cached.optimizer
-            and not has_random_layers(model)):
+            and getattr(model, "compiled_loss", None) is cached.loss):
         with strategy.scope():
             for variable, value in zip(cached.optimizer.variables, cached.fresh):
                 variable.assign(value)
@@ -461,8 +461,9 @@ def compile_for_stage(model, stage: Stage, config: TrainingConfig, objective: Ob
         optimizer = make_optimizer(config, stage.schedule_offset, stage.hold_schedule, movable=True)
         objective.compile(model, optimizer, config.jit_compile)
         model.optimizer.build(model.trainable_variables)
-    fresh = _Compiled(key, model.optimizer, [v.numpy() for v in model.optimizer.variables])
-    object.__setattr__(model, "_tf_lottery_compiled", fresh)  # a plain attribute: Keras must not track it
+    reusable = None if has_random_layers(model) else _Compiled(
+        key, model.optimizer, model.compiled_loss, [v.numpy() for v in model.optimizer.variables])
+    object.__setattr__(model, "_tf_lottery_compiled", reusable)  # a plain attribute: Keras must not track it
 
 
 def _resume(model, stage: Stage, run, log) -> tuple[int, list, float]:
