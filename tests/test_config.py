@@ -27,7 +27,7 @@ CHANGED = {
     "lr_boundaries": (10,), "warmup_iterations": 5, "eval_every": 50, "checkpoint_every": 0, "jit_compile": True,
     "rounds": 3, "fc_rate": 0.3, "conv_rate": 0.2, "output_rate": 0.0, "pruning_scope": "global",
     "pruning_strategy": "snip", "schedule": "one_shot", "rewind_step": 10, "retrain": "finetune",
-    "controls": ("random_reinit",), "keep_one_weight": True,
+    "controls": ("random_reinit",), "keep_one_weight": True, "granularity": "block",
     "strategy": "mirrored", "tpu": "local", "seed": 7, "deterministic": True, "worker_timeout": 10.0,
 }
 
@@ -372,7 +372,15 @@ def test_fingerprint_ignores_exactly_the_fields_that_change_no_result(name):
 
 def test_not_result_fields_are_fields():
     assert set(C.NOT_RESULT_FIELDS) <= set(ALL_FIELDS)
-    assert set(C.ExperimentConfig().result_fields()) == set(ALL_FIELDS) - set(C.NOT_RESULT_FIELDS)
+    # A field added after 0.2 enters the fingerprint only away from its default (older runs keep theirs).
+    assert set(C.ExperimentConfig().result_fields()) == set(ALL_FIELDS) - set(C.NOT_RESULT_FIELDS) - set(C.ADDED_AT_DEFAULT)
+    assert "granularity" in C.override(C.ExperimentConfig(), granularity="unit").result_fields()
+
+
+def test_a_run_with_another_granularity_differs_in_that_field():
+    base = C.ExperimentConfig()
+    assert C.differing_fields(base, C.override(base, granularity="unit")) == ["granularity"]
+    assert C.differing_fields(C.override(base, granularity="unit"), base) == ["granularity"]
 
 
 def test_differing_fields_names_result_fields_in_field_order():

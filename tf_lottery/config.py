@@ -20,6 +20,9 @@ from typing import Any, Optional, Union
 # The names each choice allows. Pruning strategies and branches live in their registries
 # (tf_lottery.strategies, tf_lottery.branches); find_ticket and LotteryCallback check names against them.
 SCOPES = ("layerwise", "global")
+# What one pruning decision removes: a weight (the paper), a whole output unit or filter, a 1x4 block
+# of a Dense kernel along its input dimension (TFLite's sparse kernel), or 2 of every 4 weights (2:4).
+GRANULARITIES = ("weight", "unit", "block", "m_by_n")
 SCHEDULES = ("iterative", "one_shot")
 RETRAIN_MODES = ("weight_rewind", "lr_rewind", "finetune")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
@@ -30,6 +33,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "adadelta", "adamax"
 # keep_one_weight only lets a search reach levels that would otherwise be refused, so no finished
 # round depends on it.
 NOT_RESULT_FIELDS = ("data_dir", "strategy", "tpu", "worker_timeout", "rounds", "checkpoint_every", "keep_one_weight")
+# Fields added after 0.2 and the value that means what runs did before them.
+ADDED_AT_DEFAULT = {"granularity": "weight"}
 MAX_SEED = 2**32 - 1
 # Upper bounds a real run stays within (a typo such as --iterations=5000000000 is refused, with the
 # bound in the message). ImageNet ResNet-50 for 90 epochs is 450,000 iterations; the paper's longest
@@ -225,6 +230,9 @@ class PruningConfig:
     rewind_step: int = setting(0, "Rewind survivors to the weights at this iteration of the dense run (0: theta_0).")
     retrain: str = setting("weight_rewind", "After pruning: weight_rewind (the paper), lr_rewind or finetune.")
     controls: tuple[str, ...] = setting((), "Branches trained beside each pruned ticket: random_reinit, random_prune, ...")
+    granularity: str = setting(
+        "weight", "What one pruning step removes: weight, unit (whole units/filters), block (1x4 blocks of Dense "
+        "kernels), m_by_n (2 of every 4 weights along the input dimension).")
     keep_one_weight: bool = setting(
         False, "Let rounds go on where the rates leave a layer no weight: keep its largest one (default: refuse).")
 
@@ -243,6 +251,16 @@ class PruningConfig:
         _check_int("rewind_step", self.rewind_step, low=0, high=MAX_ITERATIONS)
         if len(set(self.controls)) != len(self.controls):
             raise ValueError(f"controls={','.join(self.controls)} names a control twice")
+        _check_choice("granularity", self.granularity, GRANULARITIES)
+        if self.granularity != "weight" and self.pruning_scope != "layerwise":
+            raise ValueError(
+                f"pruning_scope={self.pruning_scope!r} with granularity={self.granularity!r}: units, blocks and 2:4 "
+                "groups are ranked within each layer (their norms do not compare across layers); allowed: "
+                "pruning_scope='layerwise'")
+        if self.granularity == "unit" and self.output_rate not in (None, 0.0):
+            raise ValueError(
+                f"output_rate={self.output_rate!r} with granularity='unit': the output layer keeps all its units "
+                "(one per class); allowed: output_rate unset or 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -315,8 +333,13 @@ class ExperimentConfig:
         return {f.name: getattr(getattr(self, s), f.name) for s, kind in SECTIONS.items() for f in dataclasses.fields(kind)}
 
     def result_fields(self) -> dict[str, Any]:
-        """The fields that decide a run's results (not where, on what hardware, or for how many rounds)."""
-        return {k: v for k, v in self.flat().items() if k not in NOT_RESULT_FIELDS}
+        """The fields that decide a run's results (not where, on what hardware, or for how many rounds).
+
+        A field added after 0.2 is left out at its default (the behaviour before it existed), so
+        the fingerprints of earlier runs stay what they were.
+        """
+        return {k: v for k, v in self.flat().items()
+                if k not in NOT_RESULT_FIELDS and not (k in ADDED_AT_DEFAULT and v == ADDED_AT_DEFAULT[k])}
 
     def fingerprint(self) -> str:
         """A short hash of the result-deciding fields: a run directory belongs to one fingerprint."""
@@ -345,7 +368,9 @@ def override(config: ExperimentConfig, **values: Any) -> ExperimentConfig:
 def differing_fields(a: ExperimentConfig, b: ExperimentConfig, ignore: tuple[str, ...] = ()) -> list[str]:
     """Names of the result-deciding fields where two configs differ (except `ignore`)."""
     da, db = a.result_fields(), b.result_fields()
-    return [k for k in da if k not in ignore and _canonical(da[k]) != _canonical(db.get(k))]
+    keys = list(da) + [k for k in db if k not in da]
+    return [k for k in keys if k not in ignore
+            and _canonical(da.get(k, ADDED_AT_DEFAULT.get(k))) != _canonical(db.get(k, ADDED_AT_DEFAULT.get(k)))]
 
 
 def _canonical(value: Any) -> Any:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import importlib
 
 from tf_lottery.strategies.base import (
-    Emptied, PruneInputs, Strategy, expected_counts, first_emptied, keep_fractions, kept_fraction, last_changing_level,
-    pooled_rate, select,
+    Emptied, PruneInputs, Strategy, counted, expected_counts, first_emptied, granular_counts, keep_fractions,
+    kept_fraction, last_changing_level, pooled_rate, select,
 )
 
 _MODULES = {
@@ -38,10 +38,22 @@ def prune(config, inputs: PruneInputs):
     strategy = get(config.pruning_strategy)
     if strategy.select is not None:
         return strategy.select(config, inputs)
-    return select(config, strategy.scores(inputs), inputs.masks, inputs.kinds, inputs.level, strategy.signed)
+    return select(config, strategy.scores(inputs), inputs.masks, inputs.kinds, inputs.level, strategy.signed,
+                  inputs.units)
+
+
+def check_granularity(config) -> None:
+    """Refuse a strategy whose scores cannot rank units, blocks or 2:4 groups, in one line."""
+    if config.granularity == "weight":
+        return
+    strategy = get(config.pruning_strategy)
+    if not strategy.structured:
+        allowed = ", ".join(n for n in names() if get(n).structured)
+        raise ValueError(f"pruning_strategy={config.pruning_strategy!r} cannot score granularity="
+                         f"{config.granularity!r} (its scores rank single weights); allowed with it: {allowed}")
 
 
 __all__ = [
-    "Emptied", "PruneInputs", "Strategy", "expected_counts", "first_emptied", "get", "keep_fractions",
+    "Emptied", "PruneInputs", "Strategy", "check_granularity", "counted", "expected_counts", "granular_counts", "first_emptied", "get", "keep_fractions",
     "last_changing_level", "names", "prune", "select",
 ]

@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
+from tf_lottery import granularity as granular
 from tf_lottery import masks as mask_math
 from tf_lottery.config import PruningConfig
 
@@ -38,6 +39,7 @@ class PruneInputs:
     model: Any = None
     batches: Any = None
     loss: Any = None
+    units: Any = None  # the traced unit graph (`tf_lottery.unit_graph.UnitMap`), for granularity='unit'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +49,8 @@ class Strategy:
     `scores(inputs) -> {layer: array}` ranks weights (higher = keep). `at_init` strategies score
     theta_0 rather than trained weights, so each level is pruned afresh from the dense mask.
     `signed` ranks by the score itself rather than its magnitude. `select`, when given, replaces
-    the standard selection (SynFlow re-scores while it prunes).
+    the standard selection (SynFlow re-scores while it prunes). `structured`: its scores are
+    magnitudes that add up over a unit, block or 2:4 group, so every granularity can use them.
     """
 
     name: str
@@ -57,6 +60,7 @@ class Strategy:
     signed: bool = False
     needs_model: bool = False
     select: Optional[Callable[..., Masks]] = None
+    structured: bool = False
 
 
 def keep_fractions(config: PruningConfig, kinds: Mapping[str, str], level: int) -> dict[str, float]:
@@ -79,10 +83,13 @@ def pooled_rate(config: PruningConfig, kinds: Mapping[str, str]) -> float:
 
 
 def select(config: PruningConfig, scores: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray],
-           kinds: Mapping[str, str], level: int, signed: bool = False) -> Masks:
-    """The masks of `level` from `scores`: layerwise, or global over all layers but the output."""
+           kinds: Mapping[str, str], level: int, signed: bool = False, units: Any = None) -> Masks:
+    """The masks of `level` from `scores`: layerwise, or global over all layers but the output;
+    by units, blocks or 2:4 groups at those granularities (`tf_lottery.granularity`)."""
     keep = keep_fractions(config, kinds, level)
     ranked = scores if signed else {n: np.abs(s) for n, s in scores.items()}
+    if config.granularity != "weight":
+        return granular.select(config.granularity, ranked, masks, keep, kinds, units)
     if config.pruning_scope == "layerwise":
         return mask_math.layerwise_masks(ranked, masks, keep, signed=signed)
     out = list(kinds)[-1]
@@ -113,14 +120,17 @@ class Emptied:
     size: int
     rate_name: str  # the field whose rate empties it, e.g. "fc_rate=0.2"
     keep: float  # (1 - rate) ** level
+    counted: str = "weights"  # what the rates count: weights, units or blocks
 
     def message(self, rounds: Optional[int] = None) -> str:
         """The one-line refusal of a search of `rounds` rounds (None: of the next round) that reaches this level."""
         allowed = f"rounds <= {self.level}" if rounds is not None else f"at most {self.level - 1} rounds of pruning"
+        word = self.counted.split(" ")[0]
+        one = word[:-1]
         return (f"{f'rounds={rounds}: ' if rounds is not None else ''}round {self.level} would leave {self.what} none "
-                f"of its {self.size:,} weights ({self.rate_name} keeps {self.keep:.3g} of them, under half a weight), "
+                f"of its {self.size:,} {word} ({self.rate_name} keeps {self.keep:.3g} of them, under half a {one}), "
                 f"disconnecting the network; allowed: {allowed}, or keep_one_weight=True to keep each layer's "
-                "largest weight")
+                f"largest {one}")
 
 
 def _raw_counts(config: PruningConfig, kinds: Mapping[str, str], sizes: Mapping[str, int], level: int) -> dict:
@@ -137,17 +147,42 @@ def _raw_counts(config: PruningConfig, kinds: Mapping[str, str], sizes: Mapping[
     return counts
 
 
+def granular_counts(config: PruningConfig, kinds: Mapping[str, str], shapes: Mapping[str, tuple], level: int,
+                    units: Any = None, raw: bool = False) -> dict:
+    """What a mask of `level` keeps at a structured granularity: units per group, blocks or weights per layer
+    (`raw`: by the rates alone, before the floor of one, keyed "layer 'name'")."""
+    keep = keep_fractions(config, kinds, level)
+    if config.granularity == "unit":
+        return granular.unit_raw_counts(keep, units) if raw else granular.unit_counts(keep, units)
+    if config.granularity == "block":
+        return granular.block_raw_counts(keep, kinds, shapes) if raw else granular.block_counts(keep, kinds, shapes)
+    # 2:4 is reached at level 1 and never changes after it.
+    return {"level": min(level, 1)} if not raw else {"2:4": 1}
+
+
+def counted(config: PruningConfig) -> str:
+    """What the rates count at this granularity, for messages."""
+    return {"unit": "units", "block": "blocks (weights outside Dense layers)"}.get(config.granularity, "weights")
+
+
 def first_emptied(config: PruningConfig, kinds: Mapping[str, str], sizes: Mapping[str, int],
-                  rounds: int) -> Optional[Emptied]:
+                  rounds: int, shapes: Optional[Mapping[str, tuple]] = None, units: Any = None) -> Optional[Emptied]:
     """The first level below `rounds` whose rates leave a layer (or the pool) no weight, or None.
 
     Survivors shrink with the level, so the first level found by bisection is the first of all.
+    At structured granularities (`shapes` and, for units, `units` given) it counts units or blocks.
     """
     if not kinds or rounds < 2:
         return None
+    structured = config.granularity != "weight"
+
+    def raw_counts(level: int) -> dict:
+        if structured:
+            return granular_counts(config, kinds, shapes, level, units, raw=True)
+        return _raw_counts(config, kinds, sizes, level)
 
     def empty(level: int) -> bool:
-        return min(_raw_counts(config, kinds, sizes, level).values()) < 1
+        return min(raw_counts(level).values()) < 1
 
     if not empty(rounds - 1):
         return None
@@ -155,9 +190,15 @@ def first_emptied(config: PruningConfig, kinds: Mapping[str, str], sizes: Mappin
     while high - low > 1:
         middle = (low + high) // 2
         low, high = (middle, high) if not empty(middle) else (low, middle)
-    counts = _raw_counts(config, kinds, sizes, high)
+    counts = raw_counts(high)
     what = next(name for name, count in counts.items() if count < 1)
     out = list(kinds)[-1]
+    if structured:
+        layer = what[len("layer "):].strip("'\"")
+        size = granular_counts(config, kinds, shapes, 0, units)[layer]
+        rate = 1.0 - keep_fractions(config, kinds, 1)[layer]
+        rate_name = "fc_rate" if kinds[layer] == "fc" else "conv_rate"
+        return Emptied(high, what, size, f"{rate_name}={rate:g}", (1.0 - rate) ** high, counted(config))
     if what.startswith("the global pool"):
         size = sum(sizes[n] for n in kinds if n != out)
         rate_name = "conv_rate" if any(kinds[n] == "conv" for n in kinds if n != out) else "fc_rate"
@@ -175,7 +216,7 @@ def first_emptied(config: PruningConfig, kinds: Mapping[str, str], sizes: Mappin
 
 
 def last_changing_level(config: PruningConfig, kinds: Mapping[str, str], sizes: Mapping[str, int],
-                        rounds: int) -> int:
+                        rounds: int, shapes: Optional[Mapping[str, tuple]] = None, units: Any = None) -> int:
     """The last level below `rounds` whose survivors differ from the level before it (0: none does).
 
     Levels after it would train the same counts of weights again (the rates round to nothing more,
@@ -186,6 +227,8 @@ def last_changing_level(config: PruningConfig, kinds: Mapping[str, str], sizes: 
         return 0
 
     def counts(level: int):
+        if config.granularity != "weight":
+            return granular_counts(config, kinds, shapes, level, units)
         return expected_counts(config, kinds, sizes, level)
 
     final = counts(rounds - 1)

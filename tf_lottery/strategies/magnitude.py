@@ -11,4 +11,5 @@ STRATEGY = Strategy(
     name="magnitude",
     description="largest |w| of the previous round's trained weights survive (Frankle & Carbin 2019)",
     scores=scores,
+    structured=True,
 )

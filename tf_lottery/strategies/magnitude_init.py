@@ -12,4 +12,5 @@ STRATEGY = Strategy(
     description="at initialization: largest |w| of theta_0 survive (a baseline of Frankle et al. 2021)",
     scores=scores,
     at_init=True,
+    structured=True,
 )

@@ -14,4 +14,5 @@ STRATEGY = Strategy(
     name="random",
     description="survivors drawn at random at the pruning rates (a baseline; the random_prune control instead copies the ticket's counts)",
     scores=scores,
+    structured=True,
 )
