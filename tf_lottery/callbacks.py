@@ -40,8 +40,8 @@ class LotteryCallback(keras.callbacks.Callback):
     """Record the rewind point, then at each new `fit` prune the last round's trained weights and rewind.
 
     Args:
-      fc_rate, conv_rate, output_rate, pruning_scope, schedule, rewind_step, pruning_strategy:
-        as in `tf_lottery.PruningConfig` (or pass `config=` a PruningConfig).
+      fc_rate, conv_rate, output_rate, pruning_scope, schedule, rewind_step, pruning_strategy,
+        granularity: as in `tf_lottery.PruningConfig` (or pass `config=` a PruningConfig).
       reset_optimizer: give each round a fresh optimizer state (the paper); False keeps it.
       seed: the run's seed (`RuntimeConfig.seed`). Level l prunes with
         `branches.stage_seed(seed, l, "main")` and controls start with `stage_seed(seed, l, name)`,
@@ -54,13 +54,15 @@ class LotteryCallback(keras.callbacks.Callback):
     def __init__(self, fc_rate: float = 0.2, conv_rate: float = 0.1, output_rate: Optional[float] = None,
                  pruning_scope: str = "layerwise", schedule: str = "iterative", rewind_step: int = 0,
                  pruning_strategy: str = "magnitude", reset_optimizer: bool = True,
-                 config: Optional[PruningConfig] = None, seed: int = 0, keep_one_weight: bool = False):
+                 config: Optional[PruningConfig] = None, seed: int = 0, keep_one_weight: bool = False,
+                 granularity: str = "weight"):
         super().__init__()
         self.config = config or PruningConfig(
             fc_rate=fc_rate, conv_rate=conv_rate, output_rate=output_rate, pruning_scope=pruning_scope,
             schedule=schedule, rewind_step=rewind_step, pruning_strategy=pruning_strategy,
-            keep_one_weight=keep_one_weight,
+            keep_one_weight=keep_one_weight, granularity=granularity,
         )
+        strategies.check_granularity(self.config)
         strategy = strategies.get(self.config.pruning_strategy)
         if strategy.needs_model:
             raise ValueError(f"pruning_strategy={self.config.pruning_strategy!r} needs data; use find_ticket for it")
@@ -77,6 +79,7 @@ class LotteryCallback(keras.callbacks.Callback):
         self._optimizer = None
         self._optimizer_start: Optional[list[np.ndarray]] = None
         self._used_in_round: Optional[int] = None
+        self._units = None  # the traced unit graph of the fitted model (granularity='unit')
 
     # -- rates --------------------------------------------------------------------------------
     def rates(self, model: Optional[keras.Model] = None) -> dict[str, float]:
@@ -127,14 +130,26 @@ class LotteryCallback(keras.callbacks.Callback):
             kernels, current = self.dense_kernels or kernels, mask_math.ones_like(kernels)
         kinds = pruning.layer_kinds(self.model)
         sizes = {name: int(np.size(kernel)) for name, kernel in kernels.items()}
-        emptied = strategies.first_emptied(self.config, kinds, sizes, self.level + 2)
+        shapes = {name: tuple(np.shape(kernel)) for name, kernel in kernels.items()}
+        units = self.units(self.model)
+        emptied = strategies.first_emptied(self.config, kinds, sizes, self.level + 2, shapes, units)
         if emptied is not None and not self.config.keep_one_weight:
             raise ValueError(emptied.message())
         inputs = strategies.PruneInputs(
             kinds=kinds, kernels=kernels, masks=current, level=self.level + 1,
-            seed=branches.stage_seed(self.seed, self.level + 1, branches.MAIN),
+            seed=branches.stage_seed(self.seed, self.level + 1, branches.MAIN), units=units,
         )
         return strategies.prune(self.config, inputs)
+
+    def units(self, model: keras.Model):
+        """The unit graph of `model` for granularity='unit' (traced once per model), else None."""
+        if self.config.granularity != "unit":
+            return None
+        if self._units is None or self._units[0] is not model:
+            from tf_lottery import unit_graph
+
+            self._units = (model, unit_graph.trace(model, tuple(pruning.layer_kinds(model))))
+        return self._units[1]
 
     def next_round(self) -> dict[str, np.ndarray]:
         """Prune to the next level and reset the survivors to the rewind point; return the new masks."""
@@ -190,7 +205,8 @@ class LotteryCallback(keras.callbacks.Callback):
         if self._masks is None or self.rewind_weights is None:
             raise ValueError("no round has started yet; call apply_control after the first fit")
         branch = branches.get(name)
-        masks, weights = branch.start(branches.BranchInputs(self._masks, self.rewind_weights, model,
-                                                            branches.stage_seed(seed, self.level, name)))
+        masks, weights = branch.start(branches.BranchInputs(
+            self._masks, self.rewind_weights, model, branches.stage_seed(seed, self.level, name),
+            self.config.granularity, pruning.layer_kinds(model), self.units(model)))
         pruning.set_masks(model, dict(masks))
         pruning.restore(model, weights)

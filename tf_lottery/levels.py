@@ -20,6 +20,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tf_lottery import branches, checkpoints, pruning, strategies, training
+from tf_lottery import granularity as granular
 from tf_lottery import masks as mask_math
 from tf_lottery import run_directory as rundir
 from tf_lottery.config import ExperimentConfig
@@ -70,27 +71,52 @@ class Search:
         self.shapes = pruning.kernel_shapes(self.model)
         self.weight_shapes = pruning.shapes(self.model)
         self.sizes = {n: int(np.prod(s)) for n, s in self.shapes.items()}
+        self.granularity = self.config.pruning.granularity
+        # Which units feed which layers (granularity='unit'): traced once; a graph that cannot be
+        # pruned by units is refused here, in one line, before the run directory is touched.
+        self.units = None
+        if self.granularity == "unit":
+            from tf_lottery import unit_graph  # Keras-aware; only unit pruning needs it
+
+            self.units = unit_graph.trace(self.model, tuple(self.kinds), granularity=self.granularity)
         # The last level that prunes anything: the levels after it would train the same counts again.
         self.last_level = strategies.last_changing_level(self.config.pruning, self.kinds, self.sizes,
-                                                         self.config.pruning.rounds)
+                                                         self.config.pruning.rounds, self.shapes, self.units)
 
     def check_levels(self) -> None:
         """Refuse, before anything is written, a search whose rounds would leave a layer no weight."""
         pruning_config = self.config.pruning
-        emptied = strategies.first_emptied(pruning_config, self.kinds, self.sizes, pruning_config.rounds)
+        emptied = strategies.first_emptied(pruning_config, self.kinds, self.sizes, pruning_config.rounds,
+                                           self.shapes, self.units)
         if emptied is not None and not pruning_config.keep_one_weight:
             raise ValueError(emptied.message(pruning_config.rounds))
+        if self.granularity == "m_by_n":
+            keep = strategies.keep_fractions(pruning_config, self.kinds, 1)
+            dense = granular.m_by_n_dense_layers(self.shapes, keep)
+            if dense:
+                self.log(f"granularity='m_by_n': {', '.join(dense)} stay dense (2:4 needs an input dimension "
+                         "that is a multiple of 4)")
 
     def stop(self) -> Optional[dict]:
         """{"after_round", "reason"} when the search ends before its last round because the rest prune nothing."""
         rounds = self.config.pruning.rounds
         if self.last_level >= rounds - 1:
             return None
-        counts = self.counts(self.last_level)
-        if "pool" not in counts and all(count == 1 for count in counts["layers"].values()):
-            why = "every layer is down to its one kept weight"
+        if self.granularity == "m_by_n":
+            why = "2:4 is reached at round 1 and stays"
+        elif self.granularity != "weight":
+            counts = strategies.granular_counts(self.config.pruning, self.kinds, self.shapes, self.last_level, self.units)
+            word = strategies.counted(self.config.pruning).split(" ")[0]
+            if all(count == 1 for count in counts.values()):
+                why = f"every layer is down to its one kept {word[:-1]}"
+            else:
+                why = f"the rates round every layer to the {word} it already has"
         else:
-            why = "the rates round every layer to the weights it already has"
+            counts = self.counts(self.last_level)
+            if "pool" not in counts and all(count == 1 for count in counts["layers"].values()):
+                why = "every layer is down to its one kept weight"
+            else:
+                why = "the rates round every layer to the weights it already has"
         later = f"round {self.last_level + 1}" + (" and later" if self.last_level + 2 < rounds else "")
         return {"after_round": self.last_level, "reason": f"{later} would prune nothing ({why})"}
 
@@ -128,11 +154,17 @@ class Search:
     def load_masks(self, level: int) -> Optional[dict]:
         """Round `level`'s mask, checked: 0/1 values, shapes, survivors per layer (or per pool), and no
         weight revived that the previous level pruned (iterative magnitude-style pruning only)."""
+        structured = self.granularity != "weight"
         counts = self.counts(level)
-        masks = self.run.load_masks(level, self.shapes, counts["layers"] if "pool" not in counts else None)
+        masks = self.run.load_masks(level, self.shapes, counts["layers"] if "pool" not in counts and not structured else None)
         if masks is None:
             return None
         path = self.run.masks_file(level)
+        if structured:
+            keep = strategies.keep_fractions(self.config.pruning, self.kinds, level)
+            problem = granular.check(self.granularity, masks, keep, self.kinds, self.units)
+            if problem is not None:
+                raise CorruptRunError(f"{path}: {problem} (granularity={self.granularity!r}); delete it to recompute")
         nested = self.config.pruning.schedule == "iterative" and not strategies.get(self.config.pruning.pruning_strategy).at_init
         if level > 1 and nested:
             previous = self.run.load_masks(level - 1, self.shapes)  # itself checked when its level is read
@@ -177,7 +209,7 @@ class Search:
         return strategies.PruneInputs(
             kinds=self.kinds, kernels=kernels, masks=current, level=level,
             seed=branches.stage_seed(self.config.runtime.seed, level, MAIN),
-            model=self.model, batches=batches, loss=self.objective.loss,
+            model=self.model, batches=batches, loss=self.objective.loss, units=self.units,
         )
 
     def dense_kernels(self) -> dict:
@@ -242,7 +274,7 @@ class Search:
             return False
         branch = branches.get(name)
         seed = branches.stage_seed(self.config.runtime.seed, level, name)
-        start_masks, weights = branch.start(branches.BranchInputs(masks, self.rewind_weights(), self.model, seed))
+        start_masks, weights = branch.start(branches.BranchInputs(masks, self.rewind_weights(), self.model, seed, self.granularity, self.kinds, self.units))
         result = self.train(level, name, dict(start_masks), weights)
         self.run.save_stage(level, name, result)
         self.run.clear_progress()

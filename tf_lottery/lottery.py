@@ -106,6 +106,7 @@ def _example_rank(model) -> Optional[int]:
 
 def _check_names(config: ExperimentConfig) -> None:
     strategies.get(config.pruning.pruning_strategy)
+    strategies.check_granularity(config.pruning)
     for name in config.pruning.controls:
         if name == branches.MAIN:
             raise ValueError(f"unknown control {name!r}; allowed: {', '.join(branches.controls())}")

@@ -22,6 +22,9 @@ class BranchInputs:
     weights: list[np.ndarray]
     model: Any
     seed: int
+    granularity: str = "weight"  # what a random mask of the same structure removes (`tf_lottery.granularity`)
+    kinds: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    units: Any = None  # the traced unit graph, for granularity='unit'
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,11 +3,16 @@
 import numpy as np
 
 from tf_lottery import masks as mask_math
+from tf_lottery import granularity as granular
 from tf_lottery.branches.base import Branch, BranchInputs
 
 
 def start(inputs: BranchInputs):
-    return mask_math.random_masks(inputs.masks, np.random.default_rng(inputs.seed)), inputs.weights
+    rng = np.random.default_rng(inputs.seed)
+    if inputs.granularity == "weight":
+        return mask_math.random_masks(inputs.masks, rng), inputs.weights
+    # A structured ticket's control is a random mask of the same structure: random units, blocks or 2:4 picks.
+    return granular.random_masks(inputs.granularity, inputs.masks, rng, inputs.kinds, inputs.units), inputs.weights
 
 
 BRANCH = Branch(
