@@ -19,14 +19,14 @@ EXPORT = [sys.executable, "-m", "tf_lottery.cli.export"]
 
 
 def make_run(out: str, model: str = "lenet_300_100", rounds: int = 2, rate: float = 0.7, iterations: int = 20,
-             train: int = 600, source=None):
+             train: int = 600, source=None, granularity: str = "weight", test: int = 200):
     """A real run on a Fashion-MNIST slice (the zoo model, or `source`: the user's own); returns the Ticket."""
-    splits = fashion_slice(train=train, validation=100, test=200)
+    splits = fashion_slice(train=train, validation=100, test=test)
     cfg = C.from_preset(model, "fast")
     cfg = dataclasses.replace(
         cfg,
         training=dataclasses.replace(cfg.training, iterations=iterations, eval_every=iterations, checkpoint_every=0),
-        pruning=dataclasses.replace(cfg.pruning, rounds=rounds, fc_rate=rate, conv_rate=rate),
+        pruning=dataclasses.replace(cfg.pruning, rounds=rounds, fc_rate=rate, conv_rate=rate, granularity=granularity),
     )
     return tf_lottery.find_ticket(source, config=cfg, splits=splits, output_dir=out, log=lambda line: None)
 

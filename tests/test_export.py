@@ -279,7 +279,7 @@ def test_model_name_through_a_symlink_is_refused(tmp_path):
 def test_bad_format_warmup_and_version(lenet_run, tmp_path):
     ticket = E.load_ticket(lenet_run, 1)
     for kwargs, message in (
-        ({"format": "csr"}, "unknown format 'csr'; allowed: dense, sparse"),
+        ({"format": "csr"}, "unknown format 'csr'; allowed: dense, sparse, compact"),
         ({"warmup": 1001}, "warmup=1001 must be an integer in 0..1000"),
         ({"version": 0}, r"version=0 must be an integer in 1..9223372036854775807"),
     ):

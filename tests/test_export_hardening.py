@@ -180,7 +180,7 @@ def _edit_metadata(export_dir, change) -> None:
 
 
 @pytest.mark.parametrize("change, expect", [
-    (lambda meta: "{}", "(format=None, allowed: dense, sparse)"),
+    (lambda meta: "{}", "(format=None, allowed: dense, sparse, compact)"),
     (lambda meta: "[1, 2]", "(not a JSON object)"),
     (lambda meta: '{"format": "dense"', "is truncated or corrupted (JSONDecodeError)"),
     (lambda meta: json.dumps({**meta, "input_shape": "28x28"}), "input_shape='28x28' is not a list of sizes"),

@@ -23,7 +23,9 @@ flags.DEFINE_string("round", "best", "best (highest early-stop test accuracy, ti
 flags.DEFINE_string("export_base", None, "Base directory; the version goes to <export_base>[/<model_name>]/<version>/.")
 flags.DEFINE_string("model_name", None, "Optional subdirectory of export_base named after the served model.")
 flags.DEFINE_integer("version", None, "Version directory number (default: one more than the highest existing).")
-flags.DEFINE_enum("format", "dense", ["dense", "sparse"], "dense kernels, or pruned kernels as surviving values + positions.")
+flags.DEFINE_enum("format", "dense", ["dense", "sparse", "compact"],
+                  "dense kernels; pruned kernels as surviving values + positions; or compact: the network rebuilt "
+                  "without the units and filters that carry no signal (stock dense layers, smaller).")
 flags.DEFINE_integer("warmup", 0, "Write this many TF Serving warmup requests (assets.extra/tf_serving_warmup_requests).")
 flags.DEFINE_bool("tflite", False, "Also write model.tflite with TFLite's sparsity optimization.")
 flags.DEFINE_bool("overwrite", False, "Replace an existing version directory.")

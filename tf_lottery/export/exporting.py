@@ -19,6 +19,7 @@ import tf_keras as keras
 from tf_lottery import checkpoints, files, pruning, training
 from tf_lottery import masks as mask_math
 from tf_lottery.export import saved_model, versions
+from tf_lottery.export.compact import compact_model
 from tf_lottery.export.layout import (
     FORMATS, INPUT_NAME, MAX_WARMUP, METADATA_FILE, OUTPUT_NAMES, SIGNATURE, TFLITE_FILE, WARMUP_FILE,
 )
@@ -202,11 +203,15 @@ def _check_is_round(stripped: keras.Model, run_dir: str, round_index: int) -> No
 # -- writing ------------------------------------------------------------------------------------
 def _publish(prepared: _Prepared, directory, model_name, format, version, warmup, tflite, overwrite, metadata) -> ExportResult:
     """Write, verify and rename the version into place; on any failure leave nothing behind."""
+    compacted = None
     if format == "sparse":
         served, storage = sparse_model(prepared.stripped, prepared.masks)
+    elif format == "compact":
+        compacted = compact_model(prepared.stripped, prepared.masks)
+        served, storage = compacted.model, {name: "compact" for name in prepared.masks}
     else:
         served, storage = prepared.stripped, {name: "dense" for name in prepared.masks}
-    meta = _metadata(prepared, format, storage, metadata)
+    meta = _metadata(prepared, format, storage, metadata, compacted)
     serving_name = model_name or os.path.basename(directory.rstrip(os.sep)) or "model"
     with files.made_directory(directory):
         versions.remove_stale_temporaries(directory)
@@ -215,7 +220,7 @@ def _publish(prepared: _Prepared, directory, model_name, format, version, warmup
             saved_model.save(served, prepared.input_shape, tmp, prepared.model_output)
             _write_extras(tmp, meta, prepared.images, warmup, serving_name)
             if tflite:
-                _write_tflite(tmp, prepared, format)
+                _write_tflite(tmp, prepared, format)  # compact: the SavedModel is itself dense
             check = verify(tmp, images=prepared.images, reference=prepared.model, masks=prepared.masks)
             check.inputs = prepared.inputs or check.inputs
             if not check.ok:
@@ -225,9 +230,9 @@ def _publish(prepared: _Prepared, directory, model_name, format, version, warmup
     return ExportResult(path=path, version=version, format=format, verification=check)
 
 
-def _metadata(prepared: _Prepared, format: str, storage: dict, metadata: dict) -> dict:
+def _metadata(prepared: _Prepared, format: str, storage: dict, metadata: dict, compacted=None) -> dict:
     layers = {layer.name: layer for layer in prepared.stripped.layers if layer.name in prepared.masks}
-    return {
+    meta = {
         **metadata,
         "format": format,
         "input_shape": list(prepared.input_shape),
@@ -243,6 +248,13 @@ def _metadata(prepared: _Prepared, format: str, storage: dict, metadata: dict) -
             for name in prepared.masks
         },
     }
+    if compacted is not None:
+        meta["compact"] = compacted.summary()
+        for name, info in meta["layers"].items():
+            kept = compacted.kept[name]
+            info.update(shape=list(kept.shape), original_shape=list(kept.original_shape),
+                        kept_rows=[int(i) for i in kept.rows], kept_units=[int(i) for i in kept.units])
+    return meta
 
 
 def _write_extras(tmp: str, meta: dict, images: np.ndarray, warmup: int, serving_name: str) -> None:
@@ -255,7 +267,7 @@ def _write_extras(tmp: str, meta: dict, images: np.ndarray, warmup: int, serving
 
 def _write_tflite(tmp: str, prepared: _Prepared, format: str) -> None:
     """model.tflite, converted from a dense SavedModel (the version itself, or a dense one made inside it)."""
-    if format == "dense":
+    if format in ("dense", "compact"):
         content = saved_model.tflite_bytes(tmp)
     else:
         dense_dir = os.path.join(tmp, ".dense_for_tflite")  # inside the version's temporary: removed with it

@@ -2,7 +2,8 @@
 
 assets.extra/tf_lottery_export.json says how the version was made: its format, input shape,
 whether the model's own output was logits or probabilities, each pruned layer's kind, storage
-and kernel shape, and (for a round of a run) the run directory and round it came from.
+and kernel shape (a compact export: also the kernel's original shape and the input rows and units
+kept), and (for a round of a run) the run directory and round it came from.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from tf_lottery.files import corrupt
 
-FORMATS = ("dense", "sparse")
+FORMATS = ("dense", "sparse", "compact")
 SIGNATURE = "serving_default"
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("logits", "probabilities")
@@ -74,4 +75,18 @@ def check_metadata(path: str, meta: Any) -> dict:
         _check(path, layer.get("kind") in LAYER_KINDS, f"layer {name!r} has kind={layer.get('kind')!r}")
         _check(path, layer.get("storage") in FORMATS, f"layer {name!r} has storage={layer.get('storage')!r}")
         _check(path, _is_shape(layer.get("shape")), f"layer {name!r} has shape={layer.get('shape')!r}")
+        if layer["storage"] == "compact":
+            _check_compact(path, name, layer)
     return meta
+
+
+def _check_compact(path: str, name: str, layer: dict) -> None:
+    """A compact layer's original shape and kept indices agree with its shape."""
+    shape, original = layer["shape"], layer.get("original_shape")
+    _check(path, _is_shape(original) and len(original) == len(shape) and original[:-2] == shape[:-2],
+           f"layer {name!r} has original_shape={original!r} for shape {shape!r}")
+    for key, axis in (("kept_rows", -2), ("kept_units", -1)):
+        kept = layer.get(key)
+        _check(path, isinstance(kept, list) and len(kept) == shape[axis] and all(_is_int(i) for i in kept)
+               and kept == sorted(set(kept)) and (not kept or 0 <= kept[0] and kept[-1] < original[axis]),
+               f"layer {name!r} has {key} that do not fit shape {shape!r} of {original!r}")

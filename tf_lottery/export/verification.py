@@ -40,6 +40,7 @@ class Verification:
     warmup_records: int
     reference: str
     model_output: str = "logits"  # the output compared: the model's own (logits or probabilities)
+    notes: tuple = ()  # lines the export's metadata adds (a compact export: what it removed)
     inputs: str = ""  # where the compared inputs came from (the dataset's source, or random)
 
     @property
@@ -62,14 +63,16 @@ class Verification:
 
     def report(self) -> str:
         lines = [f"export {self.path} ({self.format}): {self.size_bytes:,} bytes on disk"]
+        lines.extend(f"  {note}" for note in self.notes)
         if self.tflite_bytes is not None:
             lines.append(f"  {TFLITE_FILE}: {self.tflite_bytes:,} bytes")
         for kind in ("inputs", "outputs"):
             described = ", ".join(f"{n} {d} {s}" for n, (d, s) in sorted(self.signature[kind].items()))
             lines.append(f"  {SIGNATURE} {kind}: {described}")
         for name, layer in self.layers.items():
+            of = f" of {tuple(layer['original_shape'])}" if "original_shape" in layer else ""
             lines.append(
-                f"  layer {name}: {layer['storage']} kernel {tuple(layer['shape'])}, "
+                f"  layer {name}: {layer['storage']} kernel {tuple(layer['shape'])}{of}, "
                 f"{100 * layer['weights_remaining']:.2f}% weights remaining"
                 + (f", {layer['pruned_nonzero']} pruned weights non-zero" if "pruned_nonzero" in layer else "")
             )
@@ -134,6 +137,7 @@ def verify(
         reference=label,
         model_output=output,
         inputs=inputs,
+        notes=tuple(n for n in [meta.get("compact")] if isinstance(n, str)),
     )
 
 
@@ -210,6 +214,8 @@ def _layer_reports(export_dir: str, meta: dict, loaded, masks: Optional[dict]) -
             "shape": list(info["shape"]),
             "weights_remaining": float(np.count_nonzero(dense)) / dense.size,
         }
+        if info["storage"] == "compact":
+            layer["original_shape"] = list(info["original_shape"])
         if masks is not None and name in masks:
             layer["pruned_nonzero"] = int(np.count_nonzero(dense[masks[name] == 0]))
         layers[name] = layer
@@ -222,10 +228,15 @@ def _stored_kernel(export_dir: str, name: str, info: dict, loaded, constants: di
     held = {k: v.numpy() for k, v in loaded.layer_variables.get(name, {}).items()}
     shape = tuple(info["shape"])
     size = int(np.prod(shape))
-    if info["storage"] == "dense":
+    if info["storage"] in ("dense", "compact"):
         if "kernel" not in held or tuple(held["kernel"].shape) != shape:
             raise corrupt(path, f"holds no kernel of shape {shape} for layer {name!r} (the metadata says it does)", EXPORT_AGAIN)
-        return held["kernel"]
+        if info["storage"] == "dense":
+            return held["kernel"]
+        full = np.zeros(tuple(info["original_shape"]), np.float32)  # back in place: removed rows and units are 0
+        rows, units = np.asarray(info["kept_rows"], np.int64), np.asarray(info["kept_units"], np.int64)
+        full[..., rows[:, None], units[None, :]] = held["kernel"]
+        return full
     positions, values = constants.get(name), held.get("values")
     if positions is None or values is None or len(positions) != len(values) or (len(positions) and (
             positions.min() < 0 or positions.max() >= size)):
