@@ -236,7 +236,7 @@ def random_masks(granularity: str, masks: Mapping[str, np.ndarray], rng: np.rand
             if np.shape(mask)[-2] % M or np.all(mask > 0):
                 out[name] = np.asarray(mask, np.float32)
                 continue
-            keys = rng.random(_groups(mask).shape)
+            keys = rng.random(np.shape(mask))
             out[name] = m_by_n_mask(keys, np.ones_like(mask))
         return out
     raise ValueError(f"unknown granularity {granularity!r}; allowed: weight, unit, block, m_by_n")

@@ -269,12 +269,16 @@ class Search:
         _write_tensorboard(self.run, level, MAIN, result)
         return True
 
+    def branch_inputs(self, masks: dict, weights: list[np.ndarray], seed: int) -> branches.BranchInputs:
+        """What a control starts from: the ticket's masks and rewind weights, and this search's granularity."""
+        return branches.BranchInputs(masks, weights, self.model, seed, self.granularity, self.kinds, self.units)
+
     def train_branch(self, level: int, name: str, masks: dict) -> bool:
         if self.run.load_stage(level, name, self.total) is not None:
             return False
         branch = branches.get(name)
         seed = branches.stage_seed(self.config.runtime.seed, level, name)
-        start_masks, weights = branch.start(branches.BranchInputs(masks, self.rewind_weights(), self.model, seed, self.granularity, self.kinds, self.units))
+        start_masks, weights = branch.start(self.branch_inputs(masks, self.rewind_weights(), seed))
         result = self.train(level, name, dict(start_masks), weights)
         self.run.save_stage(level, name, result)
         self.run.clear_progress()
