@@ -35,6 +35,11 @@ flags.DEFINE_bool(
     "Draw runs that differ in more than the seed as separate series, labelled by the config fields where "
     "they differ (e.g. retrain=lr_rewind), in compare.png and a comparison table; replicates still average.",
 )
+flags.DEFINE_string(
+    "serving", None,
+    "Draw the serving frontier instead: the JSON of benchmarks/serving_latency.py, as accuracy against measured "
+    "batch-256 latency and size per granularity and export kind (frontier.png, report.md in --out).",
+)
 flags.DEFINE_list(
     "branches", ["main"],
     f"With --compare: the branches drawn for each search ({', '.join(branches.names())}).",
@@ -59,6 +64,8 @@ def main(argv):
     from tf_lottery.cli import errors
 
     try:
+        if FLAGS.serving is not None:
+            return _serving(errors)
         if not FLAGS.run_dir:
             raise ValueError("no --run_dir given; pass a lottery-find output_dir (repeat the flag for several)")
         if FLAGS["branches"].present and not FLAGS.compare:
@@ -73,6 +80,21 @@ def main(argv):
     print(f"report of {len(result.runs)} run(s): {', '.join(result.files)}")
     if result.copied:
         print(f"copied {len(result.copied)} data files to {FLAGS.data_out}")
+    return 0
+
+
+def _serving(errors) -> int:
+    """lottery-report --serving=FILE: the frontier of one benchmark record."""
+    from tf_lottery import report_serving
+
+    try:
+        if FLAGS.run_dir or FLAGS.compare:
+            raise ValueError("--serving draws the benchmark's record alone; drop --run_dir and --compare")
+        command = "lottery-report " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        written = report_serving.write(FLAGS.serving, FLAGS.out, command=command)
+    except (ValueError, OSError) as e:
+        return errors.report("lottery-report", e)
+    print(f"serving frontier: {', '.join(written)}")
     return 0
 
 

@@ -98,6 +98,30 @@ def tflite_outputs(content_or_path: Union[bytes, str], images: np.ndarray, outpu
     return predict(lambda x: runner(**{INPUT_NAME: x})[output], images)
 
 
+def tflite_sparsity(content_or_path: Union[bytes, str]) -> dict:
+    """The tensors a TFLite file stores sparse: per tensor its shape and block (e.g. [1, 4]: TFLite's 1x4
+    blocks along the input dimension, which its optimized sparse fully-connected kernel runs; [1, 1]: random
+    sparsity, which only the reference kernel runs)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated", category=UserWarning)
+        if isinstance(content_or_path, str):
+            interpreter = tf.lite.Interpreter(model_path=content_or_path)
+        else:
+            interpreter = tf.lite.Interpreter(model_content=content_or_path)
+    out = {}
+    for detail in interpreter.get_tensor_details():
+        sparsity = detail.get("sparsity_parameters") or {}
+        metadata = sparsity.get("dim_metadata") or []
+        if not metadata:
+            continue
+        shape = [int(d) for d in detail["shape"]]
+        block = [1] * len(shape)
+        for axis, extra in zip(sparsity.get("block_map", []), metadata[len(shape):]):
+            block[int(axis)] = int(extra.get("dense_size", 1))
+        out[detail["name"]] = {"shape": shape, "block": block}
+    return out
+
+
 def tflite_logits(content_or_path: Union[bytes, str], images: np.ndarray) -> np.ndarray:
     """Logits of a TFLite export through its `serving_default` signature runner."""
     return tflite_outputs(content_or_path, images, OUTPUT_NAMES[0])

@@ -41,6 +41,7 @@ class Verification:
     reference: str
     model_output: str = "logits"  # the output compared: the model's own (logits or probabilities)
     notes: tuple = ()  # lines the export's metadata adds (a compact export: what it removed)
+    tflite_sparse: Optional[dict] = None  # the tensors model.tflite stores sparse, and their blocks
     inputs: str = ""  # where the compared inputs came from (the dataset's source, or random)
 
     @property
@@ -87,6 +88,10 @@ class Verification:
                 lines.append(f"  inputs: {self.inputs}")
         if self.tflite_max_abs_diff is not None:
             lines.append(f"  TFLite outputs: max |diff| {self.tflite_max_abs_diff:.2e}")
+        if self.tflite_sparse:
+            stored = ", ".join(f"{tuple(t['shape'])} in {'x'.join(map(str, t['block']))} blocks"
+                               for t in self.tflite_sparse.values())
+            lines.append(f"  TFLite sparse weights: {stored}")
         lines.append("  OK" if self.ok else f"  FAILED (tolerance {TOLERANCE}, pruned weights must be 0)")
         return "\n".join(lines)
 
@@ -117,9 +122,10 @@ def verify(
 
     diff = _max_diff(reference, served, images)
     tflite_path = os.path.join(export_dir, TFLITE_FILE)
-    tflite_bytes = tflite_diff = None
+    tflite_bytes = tflite_diff = tflite_sparse = None
     if os.path.exists(tflite_path):
         tflite_bytes = os.path.getsize(tflite_path)
+        tflite_sparse = saved_model.tflite_sparsity(tflite_path)
         if images is not None:
             expected = _outputs(reference, images) if reference is not None else saved_model.predict(served, images)
             tflite_diff = float(np.max(np.abs(saved_model.tflite_outputs(tflite_path, images, output) - expected)))
@@ -138,6 +144,7 @@ def verify(
         model_output=output,
         inputs=inputs,
         notes=tuple(n for n in [meta.get("compact")] if isinstance(n, str)),
+        tflite_sparse=tflite_sparse,
     )
 
 
