@@ -165,7 +165,8 @@ def main() -> None:
     parser.add_argument("--rounds", default="", help="rounds to export (default: every round)")
     parser.add_argument("--blocks", type=int, default=9)
     parser.add_argument("--calls", type=int, default=200)
-    parser.add_argument("--memory", action="store_true", help="also measure each export's peak memory (a process each)")
+    parser.add_argument("--memory", action="store_true", help="also measure each export's memory (a process each)")
+    parser.add_argument("--memory_rounds", default="", help="with --memory: only these rounds (default: every round)")
     args = parser.parse_args()
 
     searches = _searches(args.runs)
@@ -200,8 +201,10 @@ def main() -> None:
     entries = unique
     _measure(entries, input_shape, args.blocks, args.calls)
     if args.memory:
+        chosen = {int(r) for r in args.memory_rounds.split(",")} if args.memory_rounds else None
         for entry in entries:
-            entry["peak_mb"] = _memory(entry["path"], input_shape)
+            if chosen is None or entry["round"] in chosen:
+                entry["peak_mb"] = _memory(entry["path"], input_shape)
     dense = next(e for e in entries if e["round"] == 0 and e["kind"] == "dense")
     dense_tflite = next((e for e in entries if e["round"] == 0 and e["kind"] == "tflite"), None)
     for entry in entries:
@@ -229,7 +232,7 @@ def main() -> None:
         print(f"{e['granularity']:11} {e['round']:5d} {e['kind']:8} {100 * e['weights_remaining']:8.2f}% "
               f"{100 * statistics.mean(e['accuracy']):6.2f} {e['size_bytes']:11,d} {e['b1_us']:7.0f} "
               f"{e['b1_vs_dense']:5.2f} {e['b256_us']:8.0f} {e['b256_vs_dense']:6.2f}"
-              + (f" {e['peak_mb']:7.1f}" if args.memory else ""))
+              + (f" {e['peak_mb']:7.1f}" if "peak_mb" in e else ""))
 
 
 if __name__ == "__main__":

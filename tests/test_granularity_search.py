@@ -163,3 +163,35 @@ def test_structured_imp_under_mirrored_strategy_matches_one_device(tmp_path):
         assert got["check"] is None, got
         assert got["remaining"] == got["single_remaining"]
         assert got["agreement"] >= 0.99, got  # reductions in another order may flip a near-tied unit or block
+
+
+def _residual_model():
+    """A user's functional model: convolutions with BatchNormalization, a residual Add, pooling, Dense."""
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="stem")(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn_stem")(x))
+    y = keras.layers.Conv2D(8, 3, padding="same", name="body")(x)
+    y = keras.layers.BatchNormalization(name="bn_body")(y)
+    x = keras.layers.ReLU()(keras.layers.Add()([x, y]))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(16, activation="relu", name="fc")(x)
+    return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
+
+
+def test_a_users_residual_model_prunes_tied_filters_together_and_exports_compact(tmp_path):
+    splits = fashion_slice(train=600, validation=100, test=512)
+    cfg = C.override(_config("unit", rounds=3, rate=0.5), conv_rate=0.5, controls=())
+    model = _residual_model()
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    ticket = tf_lottery.find_ticket(model, config=cfg, splits=splits, output_dir=str(tmp_path / "run"),
+                                    log=lambda line: None)
+    masks = ticket.masks
+    stem, body = masks["stem"].reshape(-1, 8).any(axis=0), masks["body"].reshape(-1, 8).any(axis=0)
+    np.testing.assert_array_equal(stem, body)  # tied by the Add: the same filters survive in both
+    assert int(stem.sum()) == 2  # 8 filters at 0.5 for two levels
+    assert not masks["fc"][~stem].any()  # pooled channels of removed filters feed nothing
+    result = ticket.export(str(tmp_path / "serving"), round="last", format="compact")
+    assert result.verification.ok and result.verification.max_abs_diff <= 1e-5
+    meta = json.load(open(os.path.join(result.path, "assets.extra", "tf_lottery_export.json")))
+    assert meta["layers"]["stem"]["shape"] == [3, 3, 1, 2] and meta["layers"]["body"]["shape"] == [3, 3, 2, 2]
+    assert meta["layers"]["fc"]["shape"] == [2, 4]

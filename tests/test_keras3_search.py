@@ -108,3 +108,16 @@ def test_a_layer_that_cannot_be_carried_over_is_refused_before_anything_is_writt
     with pytest.raises(ValueError, match=r"layer 'my_rnn' \(keras.layers.LSTM\) cannot be carried over") as info:
         tf_lottery.find_ticket(keras.Model(inputs, outputs), output_dir=str(out))
     assert "\n" not in str(info.value) and not out.exists()
+
+
+def test_a_keras_3_cnn_prunes_whole_filters_and_exports_compact(tmp_path):
+    splits = fashion_slice(train=600, validation=100, test=512)
+    cfg = C.override(C.from_preset("lenet_300_100", "fast"), iterations=20, epochs=None, eval_every=20, rounds=2,
+                     fc_rate=0.5, conv_rate=0.5, granularity="unit")
+    ticket = tf_lottery.find_ticket(keras3_cnn(), cfg, splits=splits, log=lambda s: None)
+    filters = ticket.masks["conv"].reshape(-1, 8).any(axis=0)
+    assert int(filters.sum()) == 4 and int(ticket.masks["hidden"].any(axis=0).sum()) == 16
+    result = ticket.export(str(tmp_path / "serving"), round="last", format="compact")
+    assert result.verification.ok and "conv 8->4" in result.verification.report()
+    back = ticket.to_keras("last")  # handed back at full size, pruned filters zero
+    assert back.get_layer("conv").kernel.shape[-1] == 8
