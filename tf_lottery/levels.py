@@ -24,6 +24,7 @@ from tf_lottery import granularity as granular
 from tf_lottery import masks as mask_math
 from tf_lottery import run_directory as rundir
 from tf_lottery.config import ExperimentConfig
+from tf_lottery.files import load_json
 from tf_lottery.run_directory import CorruptRunError, RunDirectory
 
 MAIN = branches.MAIN
@@ -122,10 +123,20 @@ class Search:
 
     # -- what is on disk ------------------------------------------------------------------------
     def stage_iterations(self, level: int, stage: str) -> int:
-        """Weight rewinding trains every network fully; LR rewinding and fine-tuning retrain T - k iterations."""
-        if stage == MAIN and level > 0 and self.config.pruning.retrain != "weight_rewind":
-            return self.total - self.config.pruning.rewind_step
-        return self.total
+        """Round 0 trains T iterations from theta_0. Every later network (the ticket, however it is
+        retrained, and each control) starts at iteration k = rewind_step and trains the T - k left, the
+        schedule continuing from k, as open_lth and Renda et al. (2020) do; k = 0 trains T from theta_0."""
+        if level == 0 and stage == MAIN:
+            return self.total
+        return self.total - self.config.pruning.rewind_step
+
+    def schedule_start(self, level: int, stage: str) -> int:
+        """The schedule's iteration where a network's training begins (fine-tuning holds the final rate)."""
+        if level == 0 and stage == MAIN:
+            return 0
+        if stage == MAIN and self.config.pruning.retrain == "finetune":
+            return self.total
+        return self.config.pruning.rewind_step
 
     def initial_weights(self) -> list[np.ndarray]:
         saved = self.run.load_weights("initial.npz", self.weight_shapes)
@@ -237,11 +248,9 @@ class Search:
         stage = training.Stage(
             round=level, name=name, seed=branches.stage_seed(self.config.runtime.seed, level, name),
             iterations=self.stage_iterations(level, name),
-            schedule_offset=self.config.pruning.rewind_step if retrain == "lr_rewind" else 0,
+            schedule_offset=self.schedule_start(level, name),
             hold_schedule=retrain == "finetune",
         )
-        if retrain == "finetune":
-            stage = dataclasses.replace(stage, schedule_offset=self.total)
         result = training.train_stage(
             self.model, stage, self.config.training, self.inputs, self.objective, self.strategy, self.run,
             self.progress, self.callbacks, capture, self.log,
@@ -249,6 +258,8 @@ class Search:
         result["weights_remaining"] = mask_math.weights_remaining(masks)
         result["layers"] = mask_math.layer_weights_remaining(masks)
         result["all_weights_remaining"] = pruning.weights_remaining_all(self.model, masks)
+        if self.config.pruning.rewind_step and not (level == 0 and name == MAIN):
+            result["schedule_start"] = stage.schedule_offset  # marks the T - k rule (runs before it lack it)
         return result
 
     def train_ticket(self, level: int, masks: dict) -> bool:
@@ -274,7 +285,7 @@ class Search:
         return branches.BranchInputs(masks, weights, self.model, seed, self.granularity, self.kinds, self.units)
 
     def train_branch(self, level: int, name: str, masks: dict) -> bool:
-        if self.run.load_stage(level, name, self.total) is not None:
+        if self.run.load_stage(level, name, self.stage_iterations(level, name)) is not None:
             return False
         branch = branches.get(name)
         seed = branches.stage_seed(self.config.runtime.seed, level, name)
@@ -295,7 +306,7 @@ class Search:
                 break
             controls = {}
             for name in self.config.pruning.controls if level > 0 else ():
-                result = self.run.load_stage(level, name, self.total)
+                result = self.run.load_stage(level, name, self.stage_iterations(level, name))
                 if result is not None:
                     controls[name] = result
             out.append(rundir.stage_row(level, main, controls))
@@ -337,6 +348,23 @@ class Search:
         return rows
 
     # -- reading everything before writing anything ---------------------------------------------
+    def check_rewind_rule(self, level: int, name: str) -> None:
+        """Refuse a network trained under the rule before 0.3: rewound to k > 0, it trained all T iterations
+        with the schedule restarted at 0 (LR rewinding and fine-tuning of the ticket already trained T - k)."""
+        k = self.config.pruning.rewind_step
+        if not k or (level == 0 and name == MAIN) or not os.path.lexists(self.run.stage_file(level, name)):
+            return
+        if name == MAIN and self.config.pruning.retrain != "weight_rewind":
+            return
+        result = load_json(self.run.stage_file(level, name))
+        # The old rule's mark: all T iterations and no schedule_start (anything else is checked as a stage result).
+        if isinstance(result, dict) and "schedule_start" not in result and result.get("iterations") == self.total:
+            raise ValueError(
+                f"output_dir {self.run.path} was trained by an earlier tf_lottery, whose networks rewound to "
+                f"rewind_step={k} trained all {self.total} iterations with the schedule restarted at 0; today they "
+                f"train the {self.total - k} left from iteration {k} (open_lth, Renda et al. 2020), and the two cannot "
+                "be mixed in one search: use another output_dir")
+
     def verify(self) -> None:
         """Read every file a resume depends on: a damaged one is one error line, and nothing is written."""
         run = self.run
@@ -347,6 +375,7 @@ class Search:
         for level in run.rounds_on_disk():
             self.load_masks(level)
             for name in (MAIN,) + tuple(self.config.pruning.controls):
+                self.check_rewind_rule(level, name)
                 run.load_stage(level, name, self.stage_iterations(level, name))
             if os.path.lexists(run.checkpoint_dir(level)):
                 checkpoints.check_readable(run.checkpoint_prefix(level), f"delete {run.round_dir(level)} to retrain round {level}")

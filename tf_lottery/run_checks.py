@@ -24,7 +24,8 @@ STAGE_KEYS = {
     "layers": dict,
 }
 # Keys a stage file may lack: those added after version 1 of the layout.
-OPTIONAL_STAGE_KEYS = {"all_weights_remaining": float}
+# schedule_start: the schedule's iteration a network rewound to k > 0 began at (from 0.3 on).
+OPTIONAL_STAGE_KEYS = {"all_weights_remaining": float, "schedule_start": int}
 _FINGERPRINT = re.compile(r"^[0-9a-f]{16}$")
 _SECTIONS = ("model", "data", "training", "pruning", "runtime")
 
