@@ -156,3 +156,14 @@ def test_lottery_find_with_unit_granularity_then_compact_export_from_the_shell(t
     # Three levels at 0.5: fc1 keeps round(300 * 0.125) = 38 units, fc2 12 (as fractions of the original).
     assert "fc1 300->38" in exported.stdout and "compact kernel (784, 38) of (784, 300)" in exported.stdout
     assert "OK" in exported.stdout
+
+
+def test_a_very_sparse_unstructured_ticket_loses_its_dead_units_and_folds_their_constants(tmp_path):
+    ticket = make_run(str(tmp_path / "run"), rounds=4, rate=0.9, iterations=20, test=512)
+    result = export.export_ticket(ticket.output_dir, str(tmp_path / "serving"), round="last", format="compact")
+    assert result.verification.ok and result.verification.max_abs_diff <= 1e-5
+    layers = _metadata(result.path)["layers"]
+    masks = ticket.masks
+    no_inputs = ~masks["fc1"].any(axis=0)  # fc1 units whose every weight is pruned: relu(bias), folded or zero
+    assert no_inputs.any() and layers["fc1"]["shape"][1] <= 300 - int(no_inputs.sum())
+    assert layers["fc2"]["shape"][0] == layers["fc1"]["shape"][1]

@@ -109,8 +109,10 @@ def _constants(stripped, units, dead_in, dead_out) -> dict[str, tuple[np.ndarray
         g >= 0 and dead_in[g][u] and not dead_out[g][u] for g, u in zip(cs[0].group, cs[0].unit))]
     if not wanted:
         return {}
-    layers = {layer.name: layer for layer in stripped.layers}
-    probe = keras.Model(stripped.inputs, [layers[n].input for n in wanted])
+    # A fresh copy, whose layers each have one call: a stripped ticket's layers may also belong to other models.
+    copy = keras.models.clone_model(stripped)
+    copy.set_weights(stripped.get_weights())
+    probe = keras.Model(copy.inputs, [copy.get_layer(n).input for n in wanted])
     values = probe(np.zeros((1, *stripped.input_shape[1:]), np.float32), training=False)
     values = values if isinstance(values, (list, tuple)) else [values]
     out = {}
