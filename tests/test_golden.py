@@ -74,10 +74,20 @@ def test_the_same_command_gives_the_same_masks_and_metrics(path, tmp_path):
     expected = reference(golden, tmp_path)
     run_find(golden["flags"], tmp_path / "run")
     got = results(tmp_path / "run", [e["round"] for e in golden["rounds"]])
+    # Rewinding to k > 0 changed on purpose in 0.3 (issue 18): networks after round 0 train the T - k
+    # iterations left, the schedule continuing from k. What does not depend on them must hold bit for
+    # bit: round 0 and the mask pruned from it (round 1's); later stages only where k = 0.
+    k = next((int(f.split("=")[1]) for f in golden["flags"] if f.startswith("--rewind_step=")), 0)
+    iterations = next(int(f.split("=")[1]) for f in golden["flags"] if f.startswith("--iterations="))
     for want, have in zip(expected, got):
         r = want["round"]
+        if k and r > 1:
+            break
         assert have["mask_sha256"] == want["mask_sha256"], f"round {r}: masks differ"
         for stage, metrics in want["stages"].items():
+            if k and r > 0:
+                assert have["stages"][stage]["iterations"] == iterations - k, f"round {r} {stage}: not T - k"
+                continue
             assert have["stages"][stage] == metrics, f"round {r} {stage}: metrics differ"
 
 
