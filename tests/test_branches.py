@@ -14,9 +14,9 @@ from tf_lottery import masks as M
 from tf_lottery.branches import BranchInputs
 
 f32 = np.float32
-NAMES = ["main", "random_reinit", "random_prune", "sign_reinit"]
+NAMES = ["main", "random_reinit", "random_prune", "sign_reinit", "inverted"]
 # Every stage's random numbers (and so the results of runs already on disk) depend on these.
-OFFSETS = {"main": 0, "random_reinit": 1, "random_prune": 2, "sign_reinit": 3}
+OFFSETS = {"main": 0, "random_reinit": 1, "random_prune": 2, "sign_reinit": 3, "inverted": 4}
 PRIME = 2**31 - 1
 
 
@@ -35,7 +35,7 @@ def test_controls_are_every_branch_but_the_ticket():
 def test_an_unknown_control_is_one_line_listing_the_controls():
     with pytest.raises(ValueError) as info:
         B.get("reinit")
-    assert str(info.value) == "unknown control 'reinit'; allowed: random_reinit, random_prune, sign_reinit"
+    assert str(info.value) == "unknown control 'reinit'; allowed: random_reinit, random_prune, sign_reinit, inverted"
 
 
 def test_every_branch_module_is_registered_under_its_branchs_name():
@@ -221,3 +221,17 @@ def test_sign_reinit_keeps_the_signs_with_fresh_magnitudes(ticket):
     assert np.count_nonzero(weights[positions["fc1"]] == 0) == 2
     _, other = start("sign_reinit", ticket, seed=4)
     assert not np.array_equal(other[positions["fc1"]], values[positions["fc1"]])
+
+
+def test_the_inverted_control_starts_from_the_drivers_inverted_masks_and_the_tickets_weights():
+    ticket = {"fc": np.array([1, 1, 0, 0], f32)}
+    inverted = {"fc": np.array([0, 0, 1, 1], f32)}
+    weights = [np.arange(4, dtype=f32)]
+    masks, start = B.get("inverted").start(BranchInputs(ticket, weights, None, 0, inverted=lambda: inverted))
+    assert masks is inverted and start is weights
+
+
+def test_the_inverted_control_without_the_levels_scores_is_one_line():
+    with pytest.raises(ValueError) as info:
+        B.get("inverted").start(BranchInputs({"fc": np.ones(2, f32)}, [], None, 0))
+    assert "\n" not in str(info.value) and str(info.value).startswith("the inverted control needs the level's scores")

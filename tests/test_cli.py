@@ -39,9 +39,9 @@ def error_lines(stderr: str) -> list[str]:
         (["--optimizer=lbfgs"], "unknown optimizer 'lbfgs'; allowed: adam, adamw, sgd"),
         (["--retrain=sometimes"], "unknown retrain 'sometimes'; allowed: weight_rewind, lr_rewind, finetune"),
         (["--rounds=0"], "rounds=0 must be an integer in 1..10000"),
-        (["--controls=random_reinit,lucky"], "unknown control 'lucky'; allowed: random_reinit, random_prune, sign_reinit"),
+        (["--controls=random_reinit,lucky"], "unknown control 'lucky'; allowed: random_reinit, random_prune, sign_reinit, inverted"),
         (["--strategy=quantum"], "unknown strategy 'quantum'; allowed: default, one_device, mirrored"),
-        (["--pruning_scope=radial"], "unknown pruning_scope 'radial'; allowed: layerwise, global"),
+        (["--pruning_scope=radial"], "unknown pruning_scope 'radial'; allowed: layerwise, global, global_all"),
         (
             ["--iterations=50", "--rewind_step=50"],
             "rewind_step=50 is past the end of training (50 iterations); allowed: 0 <= rewind_step < 50",

@@ -99,7 +99,7 @@ OUTPUT_RATE = "is outside the allowed range [0, 1) (0 leaves the layer dense)"
         (C.TrainingConfig, {"momentum": 1.0}, "momentum=1.0 is outside the allowed range [0, 1)"),
         (C.TrainingConfig, {"momentum": -0.1}, "momentum=-0.1 is outside the allowed range [0, 1)"),
         # choices
-        (C.PruningConfig, {"pruning_scope": "local"}, "unknown pruning_scope 'local'; allowed: layerwise, global"),
+        (C.PruningConfig, {"pruning_scope": "local"}, "unknown pruning_scope 'local'; allowed: layerwise, global, global_all"),
         (C.PruningConfig, {"schedule": "gradual"}, "unknown schedule 'gradual'; allowed: iterative, one_shot"),
         (C.PruningConfig, {"retrain": "rewind"}, "unknown retrain 'rewind'; allowed: weight_rewind, lr_rewind, finetune"),
         (C.RuntimeConfig, {"strategy": "gpu"}, "unknown strategy 'gpu'; allowed: default, one_device, mirrored, multi_worker, tpu"),
@@ -531,4 +531,4 @@ def test_lr_boundaries_flag_must_be_integers():
 def test_a_bad_flag_value_fails_with_the_field_message():
     names, flag_values = fresh_flags("--pruning_scope=local")
     message = one_line_error(F.config_from_flags, names, "lenet_300_100", "paper", "mnist", flag_values)
-    assert message == "unknown pruning_scope 'local'; allowed: layerwise, global"
+    assert message == "unknown pruning_scope 'local'; allowed: layerwise, global, global_all"

@@ -198,7 +198,7 @@ def test_register_refuses_a_taken_name():
     "change, message",
     [
         ({"optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'; allowed: adam"),
-        ({"pruning_scope": "local"}, "unknown pruning_scope 'local'; allowed: layerwise, global"),
+        ({"pruning_scope": "local"}, "unknown pruning_scope 'local'; allowed: layerwise, global, global_all"),
         ({"conv_rate": 1.0}, "conv_rate=1.0 is outside the allowed range (0, 1)"),
         ({"lr_boundaries": (84_000, 56_000)}, "lr_boundaries=(84000, 56000) must increase strictly"),
         ({"learning_rat": 0.1}, "unknown config field 'learning_rat'"),

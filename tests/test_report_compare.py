@@ -128,7 +128,7 @@ def test_branches_need_compare_and_known_names(capsys, tmp_path, retrain_modes):
                                     "--branches=main,random_reinti")
     assert status == 1 and err == [
         "lottery-report: error: unknown branch 'random_reinti' in branches=main,random_reinti; "
-        "allowed: main, random_reinit, random_prune, sign_reinit"]
+        "allowed: main, random_reinit, random_prune, sign_reinit, inverted"]
     assert not out.exists()
 
 

@@ -17,8 +17,8 @@ from tf_lottery.config import PruningConfig
 from tf_lottery.strategies import PruneInputs
 
 f32 = np.float32
-NAMES = ["magnitude", "random", "magnitude_init", "snip", "grasp", "synflow"]
-AT_INIT = ["magnitude_init", "snip", "grasp", "synflow"]
+NAMES = ["magnitude", "random", "magnitude_init", "snip", "grasp", "grasp_magnitude", "synflow"]
+AT_INIT = ["magnitude_init", "snip", "grasp", "grasp_magnitude", "synflow"]
 
 
 def arr(values):
@@ -64,7 +64,7 @@ def test_every_strategy_module_is_registered_under_its_strategys_name():
 def test_strategy_kinds():
     assert [n for n in NAMES if S.get(n).at_init] == AT_INIT
     assert [n for n in NAMES if S.get(n).signed] == ["grasp"]
-    assert [n for n in NAMES if S.get(n).needs_model] == ["snip", "grasp", "synflow"]
+    assert [n for n in NAMES if S.get(n).needs_model] == ["snip", "grasp", "grasp_magnitude", "synflow"]
     assert [n for n in NAMES if S.get(n).select is not None] == ["synflow"]
 
 
@@ -326,3 +326,85 @@ def test_magnitude_init_on_the_wrapped_model_keeps_the_largest_initial_weights(t
     smallest_kept = np.min(np.abs(kernels["fc1"])[masks["fc1"] == 1])
     largest_pruned = np.max(np.abs(kernels["fc1"])[masks["fc1"] == 0])
     assert smallest_kept > largest_pruned
+
+
+# -- score inversion and GraSP by magnitude (Frankle et al. 2021) -----------------------------------
+
+
+def test_inversion_keeps_the_lowest_scores_with_the_same_counts_by_hand():
+    config = PruningConfig(**HALF)
+    # conv keeps 2 of 4: the two smallest magnitudes (-0.1, 0.05); fc keeps 5 of 6: all but 0.7; out 2 of 4.
+    inverted = S.prune(config, inputs(SCORES), invert=True)
+    assert_masks_equal(inverted, {"conv": arr([[0, 1], [0, 1]]), "fc": arr([0, 1, 1, 1, 1, 1]), "out": arr([0, 0, 1, 1])})
+    ticket = S.prune(config, inputs(SCORES))
+    assert all(int(inverted[n].sum()) == int(ticket[n].sum()) for n in SCORES)
+    # Iteratively, inversion keeps the lowest among the survivors of the current mask.
+    second = S.prune(config, inputs(SCORES, level=2, current=inverted), invert=True)
+    assert M.is_subset(second, inverted)
+    assert_masks_equal(second, {"conv": arr([[0, 0], [0, 1]]), "fc": arr([0, 0, 1, 1, 1, 1]), "out": arr([0, 0, 0, 1])})
+
+
+def test_inversion_of_a_global_and_of_a_signed_ranking_by_hand(monkeypatch):
+    # Global pool (conv + fc, 10 weights) keeps 5 at conv's rate 0.5: the five smallest magnitudes.
+    config = PruningConfig(pruning_scope="global", **HALF)
+    inverted = S.prune(config, inputs(SCORES), invert=True)
+    assert_masks_equal(inverted, {"conv": arr([[0, 1], [0, 1]]), "fc": arr([0, 0, 0, 1, 1, 1]), "out": arr([0, 0, 1, 1])})
+    module = importlib.import_module(S._MODULES["grasp"])
+    hand = {"a": arr([-0.9, 0.1]), "b": arr([0.5, -0.2]), "out": arr([0.3, -0.4])}
+    monkeypatch.setattr(module, "STRATEGY", dataclasses.replace(module.STRATEGY, scores=lambda _: hand))
+    kinds = {"a": "fc", "b": "fc", "out": "fc"}
+    signed = PruningConfig(pruning_strategy="grasp", fc_rate=0.5, output_rate=0.5)
+    # Signed scores inverted: the lowest score (-0.9, -0.2, -0.4), not the smallest magnitude.
+    assert_masks_equal(S.prune(signed, inputs({n: np.zeros_like(v) for n, v in hand.items()}, kinds=kinds), invert=True),
+                       {"a": arr([1, 0]), "b": arr([0, 1]), "out": arr([0, 1])})
+
+
+def test_inversion_is_refused_at_a_structured_granularity():
+    config = PruningConfig(granularity="block", **HALF)
+    with pytest.raises(ValueError, match="^the inverted control needs granularity=weight, not 'block'$"):
+        S.select(config, SCORES, ones(SCORES), MIXED, 1, invert=True)
+
+
+def test_grasp_magnitude_ranks_the_magnitude_of_graspss_scores(tiny):
+    from tf_lottery import pruning, scoring
+
+    wrapped, batches, loss = tiny
+    kinds, kernels = pruning.layer_kinds(wrapped), pruning.get_kernels(wrapped)
+    scores = scoring.grasp_scores(wrapped, batches, loss)
+    config = PruningConfig(pruning_strategy="grasp_magnitude", fc_rate=0.5)
+    prune_inputs = PruneInputs(kinds=kinds, kernels=kernels, masks=ones(kernels), level=1, seed=0,
+                               model=wrapped, batches=batches, loss=loss)
+    masks = S.prune(config, prune_inputs)
+    for name in kinds:
+        magnitude = np.abs(scores[name])
+        assert np.min(magnitude[masks[name] == 1]) >= np.max(magnitude[masks[name] == 0]), name
+    signed = S.prune(dataclasses.replace(config, pruning_strategy="grasp"), prune_inputs)
+    # The tiny network has large negative GraSP scores: the signed ranking prunes them, the magnitude keeps them.
+    assert any(not np.array_equal(masks[n], signed[n]) for n in kinds)
+    kept_negative = sum(int(np.sum((scores[n] < 0) & (masks[n] == 1))) for n in kinds)
+    assert kept_negative > sum(int(np.sum((scores[n] < 0) & (signed[n] == 1))) for n in kinds)
+
+
+# -- global_all: every layer ranked together (the pruning-at-initialization papers) --------------------
+
+
+def test_global_all_pools_the_output_layer_too_by_hand():
+    config = PruningConfig(pruning_scope="global_all", **HALF)
+    # All 14 weights ranked together at conv's rate 0.5: the 7 largest magnitudes are kept,
+    # 0.9, 0.8, 0.7, 0.6, 0.5, 0.4 and 0.3 (fc's 0.3 and out's -0.3 tie: the earlier layer is pruned first).
+    masks = S.select(config, SCORES, ones(SCORES), MIXED, 1)
+    assert_masks_equal(masks, {"conv": arr([[1, 0], [1, 0]]), "fc": arr([1, 1, 1, 0, 0, 0]), "out": arr([1, 1, 0, 0])})
+    assert S.pool_layers(config, MIXED) == ["conv", "fc", "out"]
+    expected = S.expected_counts(config, MIXED, SIZES, 1)
+    assert expected["layers"] == {} and expected["pool"] == ["conv", "fc", "out"]
+    assert expected["pool_range"][0] == 7
+    assert S.pool_layers(PruningConfig(pruning_scope="global", **HALF), MIXED) == ["conv", "fc"]
+
+
+def test_an_at_init_strategy_off_its_papers_scope_says_so_in_one_line():
+    for scope in ("layerwise", "global"):
+        line = S.scope_warning(PruningConfig(pruning_strategy="snip", pruning_scope=scope))
+        assert line.startswith(f"warning: pruning_strategy=snip with pruning_scope={scope} ")
+        assert line.endswith("its paper ranks every layer together: pruning_scope=global_all") and "\n" not in line
+    assert S.scope_warning(PruningConfig(pruning_strategy="snip", pruning_scope="global_all")) is None
+    assert S.scope_warning(PruningConfig(pruning_strategy="magnitude")) is None

@@ -19,7 +19,7 @@ from typing import Any, Optional, Union
 
 # The names each choice allows. Pruning strategies and branches live in their registries
 # (tf_lottery.strategies, tf_lottery.branches); find_ticket and LotteryCallback check names against them.
-SCOPES = ("layerwise", "global")
+SCOPES = ("layerwise", "global", "global_all")
 # What one pruning decision removes: a weight (the paper), a whole output unit or filter, a 1x4 block
 # of a Dense kernel along its input dimension (TFLite's sparse kernel), or 2 of every 4 weights (2:4).
 GRANULARITIES = ("weight", "unit", "block", "m_by_n")
@@ -224,7 +224,10 @@ class PruningConfig:
     fc_rate: float = setting(0.2, "Fraction of surviving fully connected weights pruned each round (paper: 0.2).")
     conv_rate: float = setting(0.1, "Fraction of surviving convolution weights pruned each round (paper: 0.1-0.2).")
     output_rate: Optional[float] = setting(None, "Rate of the output layer (default: half its kind's; 0: dense).")
-    pruning_scope: str = setting("layerwise", "layerwise (each layer by its own scores) or global (one threshold).")
+    pruning_scope: str = setting(
+        "layerwise", "layerwise (each layer by its own scores), global (one threshold over all layers but the "
+        "output, which keeps its own rate) or global_all (one threshold over every layer, as the pruning-at-"
+        "initialization papers rank).")
     pruning_strategy: str = setting("magnitude", "How weights are scored for pruning (see tf_lottery.strategies).")
     schedule: str = setting("iterative", "iterative (prune, rewind, retrain) or one_shot (prune the dense run's weights).")
     rewind_step: int = setting(0, "Rewind survivors to the weights at this iteration of the dense run (0: theta_0).")
@@ -257,6 +260,10 @@ class PruningConfig:
                 f"pruning_scope={self.pruning_scope!r} with granularity={self.granularity!r}: units, blocks and 2:4 "
                 "groups are ranked within each layer (their norms do not compare across layers); allowed: "
                 "pruning_scope='layerwise'")
+        if "inverted" in self.controls and self.granularity != "weight":
+            raise ValueError(
+                f"controls=inverted with granularity={self.granularity!r}: inverting a unit, block or 2:4 ranking "
+                "is not defined here; allowed: granularity='weight'")
         if self.granularity == "unit" and self.output_rate not in (None, 0.0):
             raise ValueError(
                 f"output_rate={self.output_rate!r} with granularity='unit': the output layer keeps all its units "
@@ -368,7 +375,7 @@ def override(config: ExperimentConfig, **values: Any) -> ExperimentConfig:
 def differing_fields(a: ExperimentConfig, b: ExperimentConfig, ignore: tuple[str, ...] = ()) -> list[str]:
     """Names of the result-deciding fields where two configs differ (except `ignore`)."""
     da, db = a.result_fields(), b.result_fields()
-    keys = list(da) + [k for k in db if k not in da]
+    keys = [k for k in a.flat() if k in da or k in db]  # in the config's field order
     return [k for k in keys if k not in ignore
             and _canonical(da.get(k, ADDED_AT_DEFAULT.get(k))) != _canonical(db.get(k, ADDED_AT_DEFAULT.get(k)))]
 

@@ -97,6 +97,9 @@ class Search:
             if dense:
                 self.log(f"granularity='m_by_n': {', '.join(dense)} stay dense (2:4 needs an input dimension "
                          "that is a multiple of 4)")
+        warning = strategies.scope_warning(pruning_config)
+        if warning:
+            self.log(warning)
 
     def stop(self) -> Optional[dict]:
         """{"after_round", "reason"} when the search ends before its last round because the rest prune nothing."""
@@ -280,16 +283,21 @@ class Search:
         _write_tensorboard(self.run, level, MAIN, result)
         return True
 
-    def branch_inputs(self, masks: dict, weights: list[np.ndarray], seed: int) -> branches.BranchInputs:
-        """What a control starts from: the ticket's masks and rewind weights, and this search's granularity."""
-        return branches.BranchInputs(masks, weights, self.model, seed, self.granularity, self.kinds, self.units)
+    def branch_inputs(self, masks: dict, weights: list[np.ndarray], seed: int, level: int) -> branches.BranchInputs:
+        """What a control starts from: the ticket's masks and rewind weights, this search's granularity,
+        and the level pruned by the lowest scores (computed only if the control asks)."""
+        def inverted() -> dict:
+            return strategies.prune(self.config.pruning, self.prune_inputs(level), invert=True)
+
+        return branches.BranchInputs(masks, weights, self.model, seed, self.granularity, self.kinds, self.units,
+                                     inverted=inverted)
 
     def train_branch(self, level: int, name: str, masks: dict) -> bool:
         if self.run.load_stage(level, name, self.stage_iterations(level, name)) is not None:
             return False
         branch = branches.get(name)
         seed = branches.stage_seed(self.config.runtime.seed, level, name)
-        start_masks, weights = branch.start(self.branch_inputs(masks, self.rewind_weights(), seed))
+        start_masks, weights = branch.start(self.branch_inputs(masks, self.rewind_weights(), seed, level))
         result = self.train(level, name, dict(start_masks), weights)
         self.run.save_stage(level, name, result)
         self.run.clear_progress()

@@ -100,7 +100,7 @@ class Ticket:
         branch = branches.get(name)
         seed = branches.stage_seed(self.config.runtime.seed, index, name)
         model = self._search.model
-        masks, weights = branch.start(self._search.branch_inputs(self.round_masks[index], self.rewind_weights, seed))
+        masks, weights = branch.start(self._search.branch_inputs(self.round_masks[index], self.rewind_weights, seed, index))
         pruning.set_masks(model, dict(masks))
         pruning.restore(model, weights)
         return _copy_wrapped(model)

@@ -15,6 +15,7 @@ _MODULES = {
     "random_reinit": "tf_lottery.branches.random_reinit",
     "random_prune": "tf_lottery.branches.random_prune",
     "sign_reinit": "tf_lottery.branches.sign_reinit",
+    "inverted": "tf_lottery.branches.inverted",
 }
 
 

@@ -9,7 +9,7 @@ and weights) given the ticket's; the driver trains it like any stage and records
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
@@ -25,6 +25,9 @@ class BranchInputs:
     granularity: str = "weight"  # what a random mask of the same structure removes (`tf_lottery.granularity`)
     kinds: Mapping[str, str] = dataclasses.field(default_factory=dict)
     units: Any = None  # the traced unit graph, for granularity='unit'
+    # The level's masks pruned by the lowest scores instead (the score-inversion control); a driver
+    # that can score the level (the search) supplies it.
+    inverted: Optional[Callable[[], Mapping[str, np.ndarray]]] = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ import importlib
 
 from tf_lottery.strategies.base import (
     Emptied, PruneInputs, Strategy, counted, expected_counts, first_emptied, granular_counts, keep_fractions,
-    kept_fraction, last_changing_level, pooled_rate, select,
+    kept_fraction, last_changing_level, pool_layers, pooled_rate, select,
 )
 
 _MODULES = {
@@ -18,6 +18,7 @@ _MODULES = {
     "magnitude_init": "tf_lottery.strategies.magnitude_init",
     "snip": "tf_lottery.strategies.snip",
     "grasp": "tf_lottery.strategies.grasp",
+    "grasp_magnitude": "tf_lottery.strategies.grasp_magnitude",
     "synflow": "tf_lottery.strategies.synflow",
 }
 
@@ -33,13 +34,34 @@ def get(name: str) -> Strategy:
     return importlib.import_module(_MODULES[name]).STRATEGY
 
 
-def prune(config, inputs: PruneInputs):
-    """The masks of `inputs.level` under `config.pruning_strategy`: a pure function of the inputs."""
+def prune(config, inputs: PruneInputs, invert: bool = False):
+    """The masks of `inputs.level` under `config.pruning_strategy`: a pure function of the inputs.
+
+    `invert` keeps the lowest-scoring survivors with the same counts (the score-inversion control).
+    """
     strategy = get(config.pruning_strategy)
     if strategy.select is not None:
-        return strategy.select(config, inputs)
+        return strategy.select(config, inputs, invert=invert)
     return select(config, strategy.scores(inputs), inputs.masks, inputs.kinds, inputs.level, strategy.signed,
-                  inputs.units)
+                  inputs.units, invert=invert)
+
+
+def scope_warning(config) -> str | None:
+    """One line when an at-initialization strategy does not rank every layer together, as its paper does.
+
+    The default scope stays `layerwise` for every strategy (a run's scope is part of its results);
+    the line says what that costs and how to get the papers' protocol.
+    """
+    strategy = get(config.pruning_strategy)
+    if not strategy.at_init or config.pruning_scope == "global_all":
+        return None
+    if config.pruning_scope == "layerwise":
+        cost = ("keeps IMP's per-layer counts, so only positions within a layer come from its scores "
+                "(random_prune is then the same network for every strategy)")
+    else:
+        cost = "keeps the output layer out of the pool at its own rate"
+    return (f"warning: pruning_strategy={config.pruning_strategy} with pruning_scope={config.pruning_scope} {cost}; "
+            "its paper ranks every layer together: pruning_scope=global_all")
 
 
 def check_granularity(config) -> None:
@@ -55,5 +77,5 @@ def check_granularity(config) -> None:
 
 __all__ = [
     "Emptied", "PruneInputs", "Strategy", "check_granularity", "counted", "expected_counts", "granular_counts", "first_emptied", "get", "keep_fractions",
-    "last_changing_level", "names", "prune", "select",
+    "last_changing_level", "names", "pool_layers", "prune", "scope_warning", "select",
 ]

@@ -83,20 +83,40 @@ def pooled_rate(config: PruningConfig, kinds: Mapping[str, str]) -> float:
 
 
 def select(config: PruningConfig, scores: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray],
-           kinds: Mapping[str, str], level: int, signed: bool = False, units: Any = None) -> Masks:
+           kinds: Mapping[str, str], level: int, signed: bool = False, units: Any = None,
+           invert: bool = False) -> Masks:
     """The masks of `level` from `scores`: layerwise, or global over all layers but the output;
-    by units, blocks or 2:4 groups at those granularities (`tf_lottery.granularity`)."""
+    by units, blocks or 2:4 groups at those granularities (`tf_lottery.granularity`).
+
+    `invert` keeps the lowest-ranked survivors instead, with the same counts: the score-inversion
+    sanity check of Frankle, Dziugaite, Roy & Carbin (ICLR 2021).
+    """
     keep = keep_fractions(config, kinds, level)
     ranked = scores if signed else {n: np.abs(s) for n, s in scores.items()}
+    if invert:
+        if config.granularity != "weight":
+            raise ValueError(f"the inverted control needs granularity=weight, not {config.granularity!r}")
+        ranked, signed = {n: -np.asarray(s, np.float64) for n, s in ranked.items()}, True
     if config.granularity != "weight":
         return granular.select(config.granularity, ranked, masks, keep, kinds, units)
     if config.pruning_scope == "layerwise":
         return mask_math.layerwise_masks(ranked, masks, keep, signed=signed)
     out = list(kinds)[-1]
-    pooled = {n: m for n, m in masks.items() if n != out}
+    pool = pool_layers(config, kinds)
+    pooled = {n: m for n, m in masks.items() if n in pool}
     result = mask_math.global_masks(ranked, pooled, kept_fraction(pooled_rate(config, kinds), level), signed=signed)
-    result[out] = mask_math.magnitude_mask(ranked[out], masks[out], keep[out], signed=signed)
+    if out not in pool:
+        result[out] = mask_math.magnitude_mask(ranked[out], masks[out], keep[out], signed=signed)
     return {n: result[n] for n in masks}
+
+
+def pool_layers(config: PruningConfig, kinds: Mapping[str, str]) -> list[str]:
+    """The layers ranked together: all but the output under `global` (the paper's VGG/Resnet mode, the
+    output at its own rate), every layer under `global_all` (the pruning-at-initialization papers)."""
+    names = list(kinds)
+    if config.pruning_scope == "layerwise":
+        return []
+    return names if config.pruning_scope == "global_all" else names[:-1]
 
 
 def expected_counts(config: PruningConfig, kinds: Mapping[str, str], sizes: Mapping[str, int], level: int) -> dict:
@@ -105,10 +125,10 @@ def expected_counts(config: PruningConfig, kinds: Mapping[str, str], sizes: Mapp
     counts = {n: mask_math.keep_count(sizes[n], keep[n]) for n in kinds}
     if config.pruning_scope == "layerwise":
         return {"layers": counts}
-    out = list(kinds)[-1]
-    pool = [n for n in kinds if n != out]
+    pool = pool_layers(config, kinds)
     total = mask_math.keep_count(sum(sizes[n] for n in pool), kept_fraction(pooled_rate(config, kinds), level))
-    return {"layers": {out: counts[out]}, "pool": pool, "pool_range": (total, total + len(pool))}
+    alone = {n: counts[n] for n in kinds if n not in pool}
+    return {"layers": alone, "pool": pool, "pool_range": (total, total + len(pool))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,10 +157,9 @@ def _raw_counts(config: PruningConfig, kinds: Mapping[str, str], sizes: Mapping[
     """Survivors at `level` before any floor: what the rates alone give, per layer and for the pool."""
     keep = keep_fractions(config, kinds, level)
     counts = {f"layer {n!r}": int(round(sizes[n] * keep[n])) for n in kinds}
-    if config.pruning_scope == "global":
-        out = list(kinds)[-1]
-        pool = [n for n in kinds if n != out]
-        counts = {f"layer {out!r}": counts[f"layer {out!r}"]}
+    if config.pruning_scope != "layerwise":
+        pool = pool_layers(config, kinds)
+        counts = {f"layer {n!r}": counts[f"layer {n!r}"] for n in kinds if n not in pool}
         if pool:
             fraction = kept_fraction(pooled_rate(config, kinds), level)
             counts[f"the global pool ({', '.join(pool)})"] = int(round(sum(sizes[n] for n in pool) * fraction))

@@ -18,16 +18,16 @@ def scores(inputs: PruneInputs):
     return scoring.synflow_scores(inputs.model)
 
 
-def select_iteratively(config, inputs: PruneInputs):
+def select_iteratively(config, inputs: PruneInputs, invert: bool = False):
     from tf_lottery import scoring
 
     names = list(inputs.kinds)
-    final = (1.0 - pooled_rate(config, inputs.kinds)) ** inputs.level if config.pruning_scope == "global" \
+    final = (1.0 - pooled_rate(config, inputs.kinds)) ** inputs.level if config.pruning_scope != "layerwise" \
         else keep_fractions(config, inputs.kinds, inputs.level)[names[0]]
 
     def step(step_scores, masks, fraction):
         level = inputs.level * (math.log(fraction) / math.log(final) if final < 1.0 else 1.0)
-        return select(config, step_scores, masks, inputs.kinds, level)
+        return select(config, step_scores, masks, inputs.kinds, level, invert=invert)
 
     return scoring.synflow_masks(inputs.model, inputs.masks, final, iterations=ITERATIONS, select=step)
 
