@@ -77,7 +77,7 @@ def kept_fraction(rate: float, level: int) -> float:
 
 
 def pooled_rate(config: PruningConfig, kinds: Mapping[str, str]) -> float:
-    """Global pruning pools every layer but the output at one rate: conv's if any layer is a conv."""
+    """The rate of the global pool: conv's if any layer but the output is a conv (under `global_all` too)."""
     pooled = list(kinds)[:-1]
     return config.conv_rate if any(kinds[n] == "conv" for n in pooled) else config.fc_rate
 
@@ -85,8 +85,8 @@ def pooled_rate(config: PruningConfig, kinds: Mapping[str, str]) -> float:
 def select(config: PruningConfig, scores: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray],
            kinds: Mapping[str, str], level: int, signed: bool = False, units: Any = None,
            invert: bool = False) -> Masks:
-    """The masks of `level` from `scores`: layerwise, or global over all layers but the output;
-    by units, blocks or 2:4 groups at those granularities (`tf_lottery.granularity`).
+    """The masks of `level` from `scores`: layerwise, or over the pool of `pool_layers` (the output
+    layer at its own rate when outside it); by units, blocks or 2:4 groups at those granularities (`tf_lottery.granularity`).
 
     `invert` keeps the lowest-ranked survivors instead, with the same counts: the score-inversion
     sanity check of Frankle, Dziugaite, Roy & Carbin (ICLR 2021).
@@ -120,7 +120,7 @@ def pool_layers(config: PruningConfig, kinds: Mapping[str, str]) -> list[str]:
 
 
 def expected_counts(config: PruningConfig, kinds: Mapping[str, str], sizes: Mapping[str, int], level: int) -> dict:
-    """Survivors a mask of `level` must have: per layer when layerwise, else the output layer's and the pool's range."""
+    """Survivors a mask of `level` must have: per layer when layerwise, else the pool's range and each layer outside it."""
     keep = keep_fractions(config, kinds, level)
     counts = {n: mask_math.keep_count(sizes[n], keep[n]) for n in kinds}
     if config.pruning_scope == "layerwise":

@@ -4,14 +4,8 @@ Frankle et al. found GraSP's signed ranking no better than random pruning and pr
 by the magnitude of the same score; the scores are GraSP's (`tf_lottery.scoring.grasp_scores`).
 """
 
-from tf_lottery.strategies.base import PruneInputs, Strategy
-
-
-def scores(inputs: PruneInputs):
-    from tf_lottery import scoring
-
-    return scoring.grasp_scores(inputs.model, inputs.batches, inputs.loss)
-
+from tf_lottery.strategies.base import Strategy
+from tf_lottery.strategies.grasp import scores
 
 STRATEGY = Strategy(
     name="grasp_magnitude",
