@@ -27,7 +27,7 @@ CHANGED = {
     "lr_boundaries": (10,), "warmup_iterations": 5, "eval_every": 50, "checkpoint_every": 0, "jit_compile": True,
     "rounds": 3, "fc_rate": 0.3, "conv_rate": 0.2, "output_rate": 0.0, "pruning_scope": "global",
     "pruning_strategy": "snip", "schedule": "one_shot", "rewind_step": 10, "retrain": "finetune",
-    "controls": ("random_reinit",), "keep_one_weight": True, "granularity": "block",
+    "controls": ("random_reinit",), "keep_one_weight": True, "granularity": "block", "score_batches": "first",
     "strategy": "mirrored", "tpu": "local", "seed": 7, "deterministic": True, "worker_timeout": 10.0,
 }
 
@@ -343,7 +343,8 @@ def test_upgrade_renames_the_version_1_fields():
 
 def test_upgrade_of_a_version_1_dict_without_a_training_section():
     upgraded = C.upgrade({"model": {"name": "conv2"}}, 1)
-    assert upgraded == {"model": {"model": "conv2"}, "training": {"jit_compile": False}}
+    assert upgraded == {"model": {"model": "conv2"}, "training": {"jit_compile": False},
+                        "pruning": {"granularity": "weight", "score_batches": "first"}}
 
 
 def test_upgrade_leaves_a_current_dict_alone():
@@ -364,7 +365,8 @@ def test_fingerprint_is_16_hex_digits_and_a_function_of_the_values():
 
 @pytest.mark.parametrize("name", ALL_FIELDS)
 def test_fingerprint_ignores_exactly_the_fields_that_change_no_result(name):
-    base = C.ExperimentConfig()
+    # score_batches decides results only where the strategy reads data (tests/test_score_batches.py).
+    base = C.ExperimentConfig(pruning=C.PruningConfig(pruning_strategy="snip")) if name == "score_batches" else C.ExperimentConfig()
     changed = C.override(base, **{name: CHANGED[name]})
     same = changed.fingerprint() == base.fingerprint()
     assert same == (name in C.NOT_RESULT_FIELDS), name
@@ -411,7 +413,9 @@ def test_differing_fields_are_the_changed_result_fields(chosen):
         names.discard("pruning_scope")
     base = C.ExperimentConfig()
     other = C.override(base, **{n: CHANGED[n] for n in names})
-    expected = [n for n in ALL_FIELDS if n in names and n not in C.NOT_RESULT_FIELDS]
+    # score_batches decides nothing for base's magnitude pruning, so it never differs from base
+    # (between two data-reading strategies it does: tests/test_score_batches.py).
+    expected = [n for n in ALL_FIELDS if n in names and n not in C.NOT_RESULT_FIELDS and n != "score_batches"]
     assert C.differing_fields(base, other) == expected
     assert (other.fingerprint() == base.fingerprint()) == (not expected)
 

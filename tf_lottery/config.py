@@ -23,6 +23,11 @@ SCOPES = ("layerwise", "global", "global_all")
 # What one pruning decision removes: a weight (the paper), a whole output unit or filter, a 1x4 block
 # of a Dense kernel along its input dimension (TFLite's sparse kernel), or 2 of every 4 weights (2:4).
 GRANULARITIES = ("weight", "unit", "block", "m_by_n")
+# Which training examples a data-dependent score (SNIP, GraSP) is computed on.
+SCORE_BATCHES = ("balanced", "first")
+# Registered strategies whose scores read no training data: score_batches changes none of their
+# results, so it is left out of their fingerprints (tests check this against the registry).
+DATA_FREE_STRATEGIES = ("magnitude", "magnitude_init", "random", "synflow")
 SCHEDULES = ("iterative", "one_shot")
 RETRAIN_MODES = ("weight_rewind", "lr_rewind", "finetune")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
@@ -33,8 +38,10 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "adadelta", "adamax"
 # keep_one_weight only lets a search reach levels that would otherwise be refused, so no finished
 # round depends on it.
 NOT_RESULT_FIELDS = ("data_dir", "strategy", "tpu", "worker_timeout", "rounds", "checkpoint_every", "keep_one_weight")
-# Fields added after 0.2 and the value that means what runs did before them.
-ADDED_AT_DEFAULT = {"granularity": "weight"}
+# Fields added after 0.2 and the value that means what runs did before them. A run directory of an
+# earlier layout version is read with these values (`upgrade`), and a field at this value is left
+# out of the fingerprint, so earlier runs keep theirs.
+ADDED_AT_DEFAULT = {"granularity": "weight", "score_batches": "first"}
 MAX_SEED = 2**32 - 1
 # Upper bounds a real run stays within (a typo such as --iterations=5000000000 is refused, with the
 # bound in the message). ImageNet ResNet-50 for 90 epochs is 450,000 iterations; the paper's longest
@@ -47,7 +54,7 @@ MAX_BATCH_SIZE = 1 << 20
 MAX_EXAMPLES = 100_000_000
 MAX_LEARNING_RATE = 1000.0
 MAX_WORKER_TIMEOUT = 86_400.0
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
 
 
 def setting(default: Any, help: str, **kwargs) -> Any:
@@ -236,6 +243,10 @@ class PruningConfig:
     granularity: str = setting(
         "weight", "What one pruning step removes: weight, unit (whole units/filters), block (1x4 blocks of Dense "
         "kernels), m_by_n (2 of every 4 weights along the input dimension).")
+    score_batches: str = setting(
+        "balanced", "Examples a data-dependent score (snip, grasp, grasp_magnitude) reads: balanced (an equal "
+        "number per class, drawn with the run's seed) or first (the first batches of seed 0's order, as runs "
+        "before 0.3 did).")
     keep_one_weight: bool = setting(
         False, "Let rounds go on where the rates leave a layer no weight: keep its largest one (default: refuse).")
 
@@ -255,6 +266,7 @@ class PruningConfig:
         if len(set(self.controls)) != len(self.controls):
             raise ValueError(f"controls={','.join(self.controls)} names a control twice")
         _check_choice("granularity", self.granularity, GRANULARITIES)
+        _check_choice("score_batches", self.score_batches, SCORE_BATCHES)
         if self.granularity != "weight" and self.pruning_scope != "layerwise":
             raise ValueError(
                 f"pruning_scope={self.pruning_scope!r} with granularity={self.granularity!r}: units, blocks and 2:4 "
@@ -342,11 +354,15 @@ class ExperimentConfig:
     def result_fields(self) -> dict[str, Any]:
         """The fields that decide a run's results (not where, on what hardware, or for how many rounds).
 
-        A field added after 0.2 is left out at its default (the behaviour before it existed), so
-        the fingerprints of earlier runs stay what they were.
+        A field added after 0.2 is left out at its value before it existed (`ADDED_AT_DEFAULT`), so
+        the fingerprints of earlier runs stay what they were; `score_batches` is left out where the
+        strategy reads no data, so magnitude runs before and after it share a fingerprint.
         """
-        return {k: v for k, v in self.flat().items()
-                if k not in NOT_RESULT_FIELDS and not (k in ADDED_AT_DEFAULT and v == ADDED_AT_DEFAULT[k])}
+        flat = self.flat()
+        inert = {"score_batches"} if flat["pruning_strategy"] in DATA_FREE_STRATEGIES else set()
+        return {k: v for k, v in flat.items()
+                if k not in NOT_RESULT_FIELDS and k not in inert
+                and not (k in ADDED_AT_DEFAULT and v == ADDED_AT_DEFAULT[k])}
 
     def fingerprint(self) -> str:
         """A short hash of the result-deciding fields: a run directory belongs to one fingerprint."""
@@ -375,9 +391,13 @@ def override(config: ExperimentConfig, **values: Any) -> ExperimentConfig:
 def differing_fields(a: ExperimentConfig, b: ExperimentConfig, ignore: tuple[str, ...] = ()) -> list[str]:
     """Names of the result-deciding fields where two configs differ (except `ignore`)."""
     da, db = a.result_fields(), b.result_fields()
-    keys = [k for k in a.flat() if k in da or k in db]  # in the config's field order
-    return [k for k in keys if k not in ignore
-            and _canonical(da.get(k, ADDED_AT_DEFAULT.get(k))) != _canonical(db.get(k, ADDED_AT_DEFAULT.get(k)))]
+    fa, fb = a.flat(), b.flat()
+    # A field left out of one side only as its value before it existed still compares; one left out
+    # because it decides nothing there (score_batches of a data-free strategy) does not.
+    def value(d, flat, k):
+        return d[k] if k in d else ADDED_AT_DEFAULT[k] if flat[k] == ADDED_AT_DEFAULT.get(k, object()) else None
+    keys = [k for k in fa if (k in da and k in db) or ((k in da or k in db) and None not in (value(da, fa, k), value(db, fb, k)))]
+    return [k for k in keys if k not in ignore and _canonical(value(da, fa, k)) != _canonical(value(db, fb, k))]
 
 
 def _canonical(value: Any) -> Any:
@@ -396,8 +416,11 @@ def upgrade(saved: dict[str, Any], version: int) -> dict[str, Any]:
     for (section, old), new in _RENAMED_IN_V2.items():
         if isinstance(d.get(section), dict) and old in d[section]:
             d[section][new] = d[section].pop(old)
-    # Version 1 trained without XLA and rewound weights only.
-    d.setdefault("training", {}).setdefault("jit_compile", False)
+    if version < 2:  # version 1 trained without XLA and rewound weights only
+        d.setdefault("training", {}).setdefault("jit_compile", False)
+    # Fields added since: an earlier run did what their ADDED_AT_DEFAULT value does.
+    for name, value in ADDED_AT_DEFAULT.items():
+        d.setdefault(section_of(name), {}).setdefault(name, value)
     return d
 
 

@@ -32,8 +32,10 @@ class Inputs:
     fingerprint: Optional[str] = None  # of the arrays; None for a user's tf.data pipeline
     input_spec: Any = None  # shape of one example (or a dict of them)
     num_classes: Optional[int] = None
-    sample: Callable[[int], list] = lambda count: []  # a few training batches (NumPy), for data-dependent scores
+    # A few training batches (NumPy) for data-dependent scores: sample(count, seed, balanced), see `score_sample`.
+    sample: Callable[..., list] = lambda count, seed=0, balanced=False: []
     data_source: dict = dataclasses.field(default_factory=dict)  # where the data came from (see `data.Splits`)
+    can_balance: bool = True  # sample(..., balanced=True) draws per class (False: a pipeline's first batches)
 
     def total_iterations(self, config) -> int:
         """Iterations of one network: `config.iterations`, or `config.epochs` passes over the data."""
@@ -96,6 +98,42 @@ def _to_float(tensor, scale: bool):
     return tensor
 
 
+def balanced_indices(labels, total: int, seed: int) -> np.ndarray:
+    """`total` example indices with as equal a number per class as the classes allow, drawn with `seed`.
+
+    Each class is shuffled by one seeded generator and the classes are taken round-robin (one
+    example of each in turn, a class that runs out dropping from the cycle), so 240 examples of a
+    10-class set hold 24 of each; the result is shuffled so a batch mixes classes. Labels are class
+    indices or one-hot rows.
+    """
+    labels = np.asarray(labels)
+    classes = labels.argmax(axis=1) if labels.ndim == 2 and labels.shape[1] > 1 else labels.reshape(len(labels))
+    rng = np.random.default_rng([int(seed), _SCORE_STREAM])
+    pools = [rng.permutation(np.flatnonzero(classes == c)) for c in np.unique(classes)]
+    total = min(int(total), len(classes))
+    depth = max(len(p) for p in pools)
+    grid = np.full((depth, len(pools)), -1, dtype=np.int64)  # row i: the i-th example of every class
+    for column, pool in enumerate(pools):
+        grid[: len(pool), column] = pool
+    order = grid.reshape(-1)
+    return rng.permutation(order[order >= 0][:total])
+
+
+_SCORE_STREAM = 0x5C0E  # keeps the score sample's draws apart from every other use of the run's seed
+
+
+def score_sample(x, y, batch_size: int, count: int, seed: int, balanced: bool, scale: bool) -> list:
+    """`count` batches for a data-dependent score: class-balanced from `seed` when `balanced`, else the first
+    batches of seed 0's training order (what runs before 0.3 scored)."""
+    if not balanced:
+        return as_numpy_batches(train_batches(x, y, batch_size, 0, 0, scale=scale), count)
+    index = balanced_indices(y, count * batch_size, seed)
+    pick = lambda a: _to_float(tf.constant(np.asarray(a)[index]), scale).numpy()
+    xs, ys = tf.nest.map_structure(pick, x), np.asarray(y)[index]
+    return [(tf.nest.map_structure(lambda a: a[i: i + batch_size], xs), ys[i: i + batch_size])
+            for i in range(0, len(index), batch_size)]
+
+
 def as_numpy_batches(dataset: tf.data.Dataset, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The first `count` batches of a dataset as NumPy (for data-dependent pruning scores)."""
     return [(x.numpy() if hasattr(x, "numpy") else x, y.numpy()) for x, y in dataset.take(count)]
@@ -145,8 +183,8 @@ def from_arrays(train, validation, test, batch_size: int, scale: bool, name: str
     def train_from(seed, start):
         return train_batches(x, y, batch_size, seed, start, scale=scale)
 
-    def sample(count):
-        return as_numpy_batches(train_batches(x, y, batch_size, 0, 0, scale=scale), count)
+    def sample(count, seed=0, balanced=False):
+        return score_sample(x, y, batch_size, count, seed, balanced, scale)
 
     return Inputs(
         train_from=train_from,
@@ -231,8 +269,10 @@ def from_datasets(train, validation, test, batch_size: int, example_rank: Option
         one_hot=one_hot,
         name="user datasets",
         input_spec=tf.nest.map_structure(lambda s: tuple(s.shape[1:]), train.element_spec[0]),
-        sample=lambda count: as_numpy_batches(train, count),
+        # A user's pipeline is read in its own order: its first batches (see `levels.Search.prune_inputs`).
+        sample=lambda count, seed=0, balanced=False: as_numpy_batches(train, count),
         data_source={"kind": "tf.data", "chosen": "the caller's datasets"},
+        can_balance=False,
     )
 
 

@@ -27,6 +27,8 @@ from tf_lottery.config import ExperimentConfig
 from tf_lottery.files import load_json
 from tf_lottery.run_directory import CorruptRunError, RunDirectory
 
+SCORE_BATCH_COUNT = 4  # batches a data-dependent score reads (240 examples at the paper's batch of 60)
+
 MAIN = branches.MAIN
 
 
@@ -100,6 +102,10 @@ class Search:
         warning = strategies.scope_warning(pruning_config)
         if warning:
             self.log(warning)
+        if (strategies.get(pruning_config.pruning_strategy).needs_data and pruning_config.score_batches == "balanced"
+                and not getattr(self.inputs, "can_balance", True)):
+            self.log(f"warning: score_batches=balanced with a tf.data pipeline: {pruning_config.pruning_strategy} "
+                     f"scores its first {SCORE_BATCH_COUNT} batches (pass NumPy arrays for class-balanced ones)")
 
     def stop(self) -> Optional[dict]:
         """{"after_round", "reason"} when the search ends before its last round because the rest prune nothing."""
@@ -219,12 +225,19 @@ class Search:
             pruning.set_masks(self.model, current)
             checkpoints.restore_round(self.run, level - 1, self.model)
             kernels = pruning.get_kernels(self.model)
-        batches = self.inputs.sample(4) if strategy.needs_model else None
+        batches = self.score_batches() if strategy.needs_data else None
         return strategies.PruneInputs(
             kinds=self.kinds, kernels=kernels, masks=current, level=level,
             seed=branches.stage_seed(self.config.runtime.seed, level, MAIN),
             model=self.model, batches=batches, loss=self.objective.loss, units=self.units,
         )
+
+    def score_batches(self) -> list:
+        """The batches a data-dependent score reads: 4 of the run's batch size, class-balanced from the
+        run's seed (`score_batches='balanced'`) or seed 0's first four (runs before 0.3); the same at
+        every level, so the levels are scored on the same examples."""
+        balanced = self.config.pruning.score_batches == "balanced"
+        return self.inputs.sample(SCORE_BATCH_COUNT, seed=self.config.runtime.seed, balanced=balanced)
 
     def dense_kernels(self) -> dict:
         saved = self.run.load_dense_kernels(self.shapes)

@@ -48,7 +48,8 @@ class Strategy:
 
     `scores(inputs) -> {layer: array}` ranks weights (higher = keep). `at_init` strategies score
     theta_0 rather than trained weights, so each level is pruned afresh from the dense mask.
-    `signed` ranks by the score itself rather than its magnitude. `select`, when given, replaces
+    `signed` ranks by the score itself rather than its magnitude. `needs_data`: its scores read a few
+    training batches (drawn as `score_batches` says; `config.DATA_FREE_STRATEGIES` lists the rest). `select`, when given, replaces
     the standard selection (SynFlow re-scores while it prunes). `structured`: its scores are
     magnitudes that add up over a unit, block or 2:4 group, so every granularity can use them.
     """
@@ -59,6 +60,7 @@ class Strategy:
     at_init: bool = False
     signed: bool = False
     needs_model: bool = False
+    needs_data: bool = False
     select: Optional[Callable[..., Masks]] = None
     structured: bool = False
 

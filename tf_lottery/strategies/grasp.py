@@ -16,4 +16,5 @@ STRATEGY = Strategy(
     at_init=True,
     signed=True,
     needs_model=True,
+    needs_data=True,
 )

@@ -14,4 +14,5 @@ STRATEGY = Strategy(
     at_init=True,
     signed=False,
     needs_model=True,
+    needs_data=True,
 )

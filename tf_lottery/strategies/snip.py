@@ -15,4 +15,5 @@ STRATEGY = Strategy(
     scores=scores,
     at_init=True,
     needs_model=True,
+    needs_data=True,
 )
