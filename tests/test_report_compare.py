@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from report_fixtures import lottery_report, make_run
-from tf_lottery import report, report_plots
+from tf_lottery import report, report_data, report_plots
 
 
 @pytest.fixture
@@ -97,16 +97,32 @@ def test_at_init_methods_against_imp_with_sanity_checks(tmp_path):
     assert set(json.load(open(os.path.join(out, "curves.json")))) == set(data)
 
 
-def test_searches_pruned_to_other_levels_get_a_weights_column_each(tmp_path):
+def test_searches_pruned_to_other_levels_are_compared_at_matched_sparsity(tmp_path):
     a = make_run(str(tmp_path / "a"), [0.80, 0.84, 0.86])
     b = make_run(str(tmp_path / "b"), [0.80, 0.83, 0.85], fc_rate=0.36, remaining=[1.0, 0.64, 0.4096])
     groups = report.group_runs(report.load_runs([a, b]))
     assert [g.label for g in groups] == ["fc_rate=0.2", "fc_rate=0.36"]
     text = report.comparison_table(groups)
-    assert text.splitlines()[0] == ("| Round | fc_rate=0.2 weights % | fc_rate=0.36 weights % | "
-                                    "fc_rate=0.2 early-stop acc % | fc_rate=0.36 early-stop acc % |")
-    assert "| 2 | 64.00 | 40.96 | 87.00 | 86.00 |" in text
+    lines = text.splitlines()
+    assert lines[0] == "| Weights remaining % | fc_rate=0.2 early-stop acc % | fc_rate=0.36 early-stop acc % |"
+    assert lines[2:6] == [
+        "| 100.00 | 81.00 | 81.00 |",
+        # b at 80%: halfway between 100% (81) and 64% (84) on a log scale, since 1.25**2 = 1.5625
+        "| 80.00 | 85.00 | 82.50* |",
+        "| 64.00 | 87.00 | 84.00 |",
+        "| 40.96 | - | 86.00 |",  # a stops at 64%: never extrapolated
+    ]
+    assert "interpolated" in text
     np.testing.assert_allclose(report.compare_curves(groups)["compare/fc_rate=0.36/main"].x, [100.0, 64.0, 40.96])
+
+
+def test_value_at_is_measured_within_one_percent_and_else_log_linear():
+    points = [(10.0, 0.5), (40.0, 0.9)]
+    assert report_data.value_at(points, 10.05) == (0.5, False)
+    value, interpolated = report_data.value_at(points, 20.0)
+    assert interpolated and value == pytest.approx(0.7)  # 20 is the log midpoint of 10 and 40
+    assert report_data.value_at(points, 5.0) == (None, False)
+    assert report_data.value_at(points, 80.0) == (None, False)
 
 
 def test_replicates_in_one_parent_still_average_and_one_search_compares_by_branch(tmp_path):

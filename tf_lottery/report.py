@@ -22,7 +22,7 @@ from tf_lottery import data_files, report_stability
 from tf_lottery.branches import MAIN
 from tf_lottery.files import make_directories, remove_directories, atomic_write_bytes, atomic_write_json, temporary_name
 from tf_lottery.report_data import (
-    METRICS, PAPER_LEVELS, Series, choose_rounds, compare_curves, compare_key, comparison_table, curves, round_levels,
+    METRICS, PAPER_LEVELS, Series, choose_rounds, compare_curves, compare_key, comparison_table, curves, matched_table, round_levels,
     table,
 )
 from tf_lottery.report_plots import COMPARE_PLOT, PLOTS
@@ -34,7 +34,7 @@ from tf_lottery.report_runs import (
 # The report's public API, one import away (README: report.write_report, report.curves, report.load_runs).
 __all__ = [
     "METRICS", "PAPER_LEVELS", "Group", "Report", "Run", "STAGES", "STAGE_LABELS", "Series", "choose_rounds",
-    "compare_curves", "compare_key", "comparison_table", "consistency_notes", "curves", "differing_fields",
+    "compare_curves", "compare_key", "comparison_table", "matched_table", "consistency_notes", "curves", "differing_fields",
     "export_data", "find_runs", "group_runs", "is_run_dir", "load_run", "load_runs", "round_levels", "table",
     "write_report",
 ]

@@ -214,24 +214,90 @@ def table(runs: Sequence[Run]) -> str:
     return _markdown(header, body)
 
 
-def comparison_table(groups: Sequence[Group], branches: Sequence[str] = (MAIN,)) -> str:
-    """A Markdown table, one row per round and one column per series: early-stop test accuracy,
-    mean (min-max) over each group's replicates. One weights column when every group prunes to
-    the same levels, else one per group."""
-    series = [(g, s) for g in groups for s in branches
-              if any(stage_metrics(row, s) for run in g.runs for row in run.rounds.values())]
+def _compared_series(groups: Sequence[Group], branches: Sequence[str]) -> list[tuple[Group, str]]:
+    return [(g, s) for g in groups for s in branches
+            if any(stage_metrics(row, s) for run in g.runs for row in run.rounds.values())]
+
+
+def shared_levels(groups: Sequence[Group]) -> bool:
+    """Whether every group's round r keeps the same percent of weights (to 2 decimals) where both have it."""
     levels = [round_levels(g.runs) for g in groups]
-    shared = all(f"{a[r]:.2f}" == f"{b[r]:.2f}" for a in levels for b in levels for r in set(a) & set(b))
-    header = ["Round"] + (["Weights remaining %"] if shared else [f"{g.label} weights %" for g in groups])
-    header += [f"{series_label(g, s)} early-stop acc %" for g, s in series]
+    return all(f"{a[r]:.2f}" == f"{b[r]:.2f}" for a in levels for b in levels for r in set(a) & set(b))
+
+
+def comparison_table(groups: Sequence[Group], branches: Sequence[str] = (MAIN,)) -> str:
+    """A Markdown table of early-stop test accuracy, mean (min-max) over each group's replicates, one
+    column per series, rows at matched sparsity: one row per round when every group prunes to the
+    same levels, else `matched_table`'s rows by level."""
+    if not shared_levels(groups):
+        return matched_table(groups, branches)
+    series = _compared_series(groups, branches)
+    levels = [round_levels(g.runs) for g in groups]
+    header = ["Round", "Weights remaining %"] + [f"{series_label(g, s)} early-stop acc %" for g, s in series]
     body = []
     for r in sorted({r for g in groups for run in g.runs for r in run.rounds}):
-        if shared:
-            cells = [str(r), f"{np.mean([lv[r] for lv in levels if r in lv]):.2f}"]
-        else:
-            cells = [str(r)] + [f"{lv[r]:.2f}" if r in lv else "-" for lv in levels]
+        cells = [str(r), f"{np.mean([lv[r] for lv in levels if r in lv]):.2f}"]
         for group, stage in series:
             rows = [run.rounds[r] for run in group.runs if r in run.rounds]
             cells.append(_cell(_column(rows, stage, COMPARE_METRIC), 2, percent=True))
         body.append(cells)
     return _markdown(header, body)
+
+
+# Levels of weights remaining within 1% of each other (relative) are one level.
+MATCH_TOLERANCE = 0.01
+INTERPOLATED_NOTE = ("`*`: interpolated, for each run, between its two nearest levels on a log scale of weights "
+                     "remaining (never extrapolated); `-`: outside the search's levels.")
+
+
+def matched_levels(groups: Sequence[Group]) -> list[float]:
+    """Every level (percent of weights remaining) some group measured, those within MATCH_TOLERANCE merged."""
+    kept: list[float] = []
+    for level in sorted({lv for g in groups for lv in round_levels(g.runs).values()}, reverse=True):
+        if not kept or abs(math.log(kept[-1] / level)) > MATCH_TOLERANCE:
+            kept.append(level)
+    return kept
+
+
+def value_at(points: Sequence[tuple[float, float]], level: float) -> tuple[Optional[float], bool]:
+    """(value, interpolated) of a run's (percent remaining, value) points at `level`: the point measured
+    there (within MATCH_TOLERANCE), else linear in log(percent) between the nearest points on each
+    side, else (None, False)."""
+    for x, y in points:
+        if abs(math.log(x / level)) <= MATCH_TOLERANCE:
+            return y, False
+    below, above = [p for p in points if p[0] < level], [p for p in points if p[0] > level]
+    if not below or not above:
+        return None, False
+    (x0, y0), (x1, y1) = max(below), min(above)
+    t = (math.log(level) - math.log(x0)) / (math.log(x1) - math.log(x0))
+    return y0 + t * (y1 - y0), True
+
+
+def matched_values(group: Group, stage: str, level: float, metric: str = COMPARE_METRIC) -> tuple[list[float], bool]:
+    """Each of the group's runs' `metric` of branch `stage` at `level` (see `value_at`), and whether any
+    of them was interpolated."""
+    values, interpolated = [], False
+    for run in group.runs:
+        points = sorted((100.0 * float(row["weights_remaining"]), float(m[metric]))
+                        for row in run.rounds.values() for m in [stage_metrics(row, stage)] if m and metric in m)
+        value, between = value_at(points, level)
+        if value is not None:
+            values.append(value)
+            interpolated |= between
+    return values, interpolated
+
+
+def matched_table(groups: Sequence[Group], branches: Sequence[str] = (MAIN,)) -> str:
+    """Searches pruned to other levels, side by side at the same sparsity: one row per level any of them
+    measured (`matched_levels`), each cell the mean (min-max) over a group's runs, `*` where interpolated."""
+    series = _compared_series(groups, branches)
+    header = ["Weights remaining %"] + [f"{series_label(g, s)} early-stop acc %" for g, s in series]
+    body = []
+    for level in matched_levels(groups):
+        cells = [f"{level:.2f}"]
+        for group, stage in series:
+            values, interpolated = matched_values(group, stage, level)
+            cells.append(_cell(values, 2, percent=True) + ("*" if interpolated else ""))
+        body.append(cells)
+    return _markdown(header, body) + "\n" + INTERPOLATED_NOTE + "\n"
