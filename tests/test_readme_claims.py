@@ -193,17 +193,31 @@ def agrees(figure: str, value: float) -> bool:
     return math.isclose(round(abs(value), digits), number, abs_tol=10 ** -(digits + 3))
 
 
-BLOCKS = claim_blocks(README.read_text())
+# The README, and each report's README from its "What it shows" section on (what it found).
+FINDINGS = "## What it shows"
+DOCUMENTS = [README] + sorted((ROOT / "reports").glob("*/README.md"))
+
+
+def quoted_text(path: Path) -> str:
+    """The part of a document whose figures are results: code blocks removed, a report's findings only."""
+    text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.S | re.M)  # commands quote no results
+    if path != README:
+        text = text[text.index(FINDINGS):] if FINDINGS in text else ""
+    return text
+
+
+BLOCKS = [(path.relative_to(ROOT).as_posix(), *block) for path in DOCUMENTS for block in claim_blocks(path.read_text())]
 
 
 def test_the_readme_quotes_the_reports_through_claims_blocks():
-    folders = {folder for folder, _, _ in BLOCKS}
+    folders = {folder for _, folder, _, _ in BLOCKS}
     assert {"reports/retraining/data", "reports/pruning_at_init/data", "reports/lenet_fashion_mnist/data",
             "reports/lenet_fashion_mnist_10_epochs/data"} <= folders
 
 
-@pytest.mark.parametrize("folder, text, claims", BLOCKS, ids=[f"{f}:{i}" for i, (f, _, _) in enumerate(BLOCKS)])
-def test_every_figure_of_the_text_is_claimed_and_agrees_with_the_data(folder, text, claims):
+@pytest.mark.parametrize("document, folder, text, claims", BLOCKS,
+                         ids=[f"{d}:{f}:{i}" for i, (d, f, _, _) in enumerate(BLOCKS)])
+def test_every_figure_of_the_text_is_claimed_and_agrees_with_the_data(document, folder, text, claims):
     data = Data(ROOT / folder)
     wrong = []
     for figure, expression in claims:
@@ -217,11 +231,14 @@ def test_every_figure_of_the_text_is_claimed_and_agrees_with_the_data(folder, te
     assert not wrong and not unclaimed, (wrong, f"unclaimed figures: {unclaimed}")
 
 
-def test_every_paragraph_that_quotes_a_report_has_a_claims_block():
-    text = re.sub(r"^```.*?^```", "", README.read_text(), flags=re.S | re.M)  # commands quote no results
+@pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_paragraph_that_quotes_a_report_has_a_claims_block(path):
+    """In the README a paragraph naming a report; in a report's README every paragraph and table of
+    its findings: each with a figure is followed by a claims block."""
+    text = quoted_text(path)
     claimed = {body.strip() for _, body, _ in claim_blocks(text)}
     bare = [chunk.strip()[:80] for chunk in re.split(r"\n\s*\n", BLOCK.sub("", text))
-            if "reports/" in chunk and FIGURE.findall(chunk) and chunk.strip() not in claimed]
+            if (path != README or "reports/" in chunk) and FIGURE.findall(chunk) and chunk.strip() not in claimed]
     assert not bare, f"paragraphs quoting a report without a claims block: {bare}"
 
 
