@@ -152,3 +152,14 @@ def test_tick_labels_of_nearly_equal_levels_are_drawn_once():
     # Searches pruned at the same rates reach levels a hair apart (80.04% and 80%): one tick.
     assert report_plots._ticks([100.0, 80.04, 80.0, 64.06, 64.0, 51.2]) == [100.0, 80.04, 64.06, 51.2]
     assert report_plots._ticks([100.0 * 0.8 ** r for r in range(18)]) == [100.0 * 0.8 ** r for r in range(0, 18, 3)]
+
+
+def test_data_out_of_a_comparison_keeps_each_searchs_replicates_apart(tmp_path, retrain_modes):
+    data_out = tmp_path / "data"
+    report.write_report(retrain_modes, str(tmp_path / "out"), compare=True, data_out=str(data_out))
+    assert sorted(p.parent.relative_to(data_out).as_posix() for p in data_out.rglob("config.json")) == [
+        "finetune", "lr_rewind", "weight_rewind/seed_0", "weight_rewind/seed_1"]
+    again = report.group_runs(report.load_runs([str(data_out / n) for n in ("weight_rewind", "lr_rewind", "finetune")]))
+    assert [len(g.runs) for g in again] == [2, 1, 1]
+    assert (report.comparison_table(again) ==
+            report.comparison_table(report.group_runs(report.load_runs(retrain_modes))))

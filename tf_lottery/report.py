@@ -233,10 +233,14 @@ def export_data(run_dirs: Sequence[str], dest: str) -> list[str]:
 
 
 def _copy(runs: Sequence[Run], dest: str) -> list[str]:
+    """Each run's files under `dest`, at its path below the runs' common folder (replicates of several
+    searches keep apart: weight_rewind/seed_0, lr_rewind/seed_0)."""
     names: list[str] = []
     written = []
-    for run in runs:
-        name = os.path.basename(os.path.normpath(run.path))
+    paths = [os.path.abspath(run.path) for run in runs]
+    common = os.path.commonpath(paths) if len(paths) > 1 else ""
+    for run, path in zip(runs, paths):
+        name = os.path.relpath(path, common) if common and path != common else os.path.basename(path)
         while name in names:
             name += "_"
         names.append(name)
