@@ -16,7 +16,8 @@ percent of weights remaining, measured there (within 1%) or interpolated between
 levels on a log scale, as the reports' matched-sparsity tables are (`report_data.value_at`). Metrics:
 `acc` (early-stop test accuracy in percent, the default), `final` (final test accuracy in percent),
 `it` (early-stop iteration). `min(...)`/`max(...)` of a term with a range `@HIGH..LOW` take the
-extreme over the levels measured in that range; `a - b` is a difference; `last(DIR)` is the lowest
+extreme over the levels measured in that range (of a difference, level by level); `lo(TERM)` and
+`hi(TERM)` the lowest and highest replicate instead of the mean; `a - b` is a difference; `last(DIR)` is the lowest
 percent of weights remaining the runs reached, `config(DIR, FIELD)` a config field they share, and
 `instability(DIR, LEVELS, KS)` the error barrier in points of `lottery-instability`'s path.json
 (LEVELS and KS one value, or several as 3|7 inside min()/max()), `weights(DIR, ROUND)` a round's
@@ -72,8 +73,9 @@ class Data:
     def __init__(self, root: Path):
         self.root, self.loaded = root, {}
 
-    def values(self, term: str) -> list[float]:
-        """The term's value at each level it names (one level, or every measured level in a range)."""
+    def values(self, term: str, aggregate=np.mean) -> list[float]:
+        """The term's value at each level it names (one level, or every measured level in a range):
+        the mean over the runs, or `aggregate` (np.min, np.max: the lowest or highest replicate)."""
         match = TERM.match(term.strip())
         if not match:
             raise ValueError(f"bad term {term!r}; expected DIR[:BRANCH][.METRIC]@LEVEL[..LOW]")
@@ -93,7 +95,7 @@ class Data:
             values, _ = report_data.matched_values(group, branch, level, metric)
             if len(values) != len(runs):
                 raise ValueError(f"{term}: {branch} is not measured at {level}% in every run of {match['dir']}")
-            out.append(scale * float(np.mean(values)))
+            out.append(scale * float(aggregate(values)))
         if not out:
             raise ValueError(f"{term}: no level of {match['dir']} in that range")
         return out
@@ -143,13 +145,14 @@ class Data:
             if len(values) != 1:
                 raise ValueError(f"{expression}: the runs differ in {call.group(3)}: {sorted(values)}")
             return float(values.pop())
-        parts = re.split(r"\s+-\s+", expression)
-        if len(parts) > 2:
-            raise ValueError(f"{expression!r}: one difference at most")
+        parts = split_difference(expression)
         values = [self.single(part) for part in parts]
         return values[0] - values[1] if len(values) == 2 else values[0]
 
     def many(self, term: str) -> list[float]:
+        replicate = re.match(r"^(lo|hi)\((.*)\)$", term.strip())
+        if replicate:
+            return self.values(replicate.group(2), np.min if replicate.group(1) == "lo" else np.max)
         entry = re.match(r"^entry\((.*)\)$", term.strip())
         if entry:
             return self.entries(entry.group(1))
@@ -174,12 +177,28 @@ class Data:
     def single(self, term: str) -> float:
         extreme = re.match(r"^(min|max)\((.*)\)$", term.strip())
         if extreme:
-            values = self.many(extreme.group(2))
-            return min(values) if extreme.group(1) == "min" else max(values)
+            parts = [self.many(part) for part in split_difference(extreme.group(2))]
+            if len(parts) == 2:  # level by level: min(a@80..2.3 - b@80..2.3)
+                if len(parts[0]) != len(parts[1]):
+                    raise ValueError(f"{term}: the two sides have {len(parts[0])} and {len(parts[1])} levels")
+                parts = [[a - b for a, b in zip(*parts)]]
+            return min(parts[0]) if extreme.group(1) == "min" else max(parts[0])
         values = self.many(term)
         if len(values) != 1:
             raise ValueError(f"{term}: a range needs min() or max()")
         return values[0]
+
+
+def split_difference(expression: str) -> list[str]:
+    """`a - b` into its two sides at the top level (not inside parentheses); one side if no difference."""
+    depth, cut = 0, []
+    for i, char in enumerate(expression):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and expression[i:i + 3] == " - ":
+            cut.append(i)
+    if len(cut) > 1:
+        raise ValueError(f"{expression!r}: one difference at most")
+    return [expression[:cut[0]], expression[cut[0] + 3:]] if cut else [expression]
 
 
 def levels_named(expression: str) -> set[str]:

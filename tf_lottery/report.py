@@ -79,12 +79,15 @@ def _destinations(*paths: Optional[str]) -> None:
 
 
 # -- report.md -------------------------------------------------------------------------------------
-def _config_lines(experiment) -> list[str]:
+def _config_lines(run: Run) -> list[str]:
+    """The first run's settings; its rounds as finished (a resumed run may have gone past the rounds
+    its config.json first asked for: `rounds` is not a result field)."""
+    experiment = run.experiment
     m, d, t, p = experiment.model, experiment.data, experiment.training, experiment.pruning
     budget = f"{t.iterations} iterations" if t.iterations else f"{t.epochs} epochs"
     output = "half its kind" if p.output_rate is None else p.output_rate
     return [
-        f"- model `{m.model}`, dataset `{d.dataset}`, {p.rounds} rounds, {p.schedule} {p.pruning_scope} "
+        f"- model `{m.model}`, dataset `{d.dataset}`, {len(run.rounds)} rounds, {p.schedule} {p.pruning_scope} "
         f"{p.pruning_strategy} pruning (fc {p.fc_rate}, conv {p.conv_rate}, output {output}), "
         f"retrain {p.retrain} (rewind_step {p.rewind_step})",
         f"- training: {t.optimizer} lr {t.learning_rate}, batch {t.batch_size}, {budget} a round, "
@@ -129,7 +132,7 @@ def _title(runs: Sequence[Run], compare: bool = False) -> str:
 
 def _header(runs: Sequence[Run], out: str, title: str, command: Optional[str], notes: list[str]) -> list[str]:
     lines = [f"# {title}", "", f"Runs: {', '.join(f'`{_shown_path(r.path, out)}`' for r in runs)}", ""]
-    lines += _config_lines(runs[0].experiment)
+    lines += _config_lines(runs[0])
     lines += _data_lines(runs)
     fields = differing_fields(runs)
     if fields:
