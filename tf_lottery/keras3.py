@@ -25,8 +25,8 @@ import sys
 import numpy as np
 
 from tf_lottery.keras3_graph import (  # noqa: F401  (re-exported)
-    _KERAS3, _TF_KERAS, SUPPORTED_ACTIVATIONS, SUPPORTED_LAYERS, SUPPORTED_POLICIES, _class_path, _masked_weights,
-    _Rebuild, _set_weights,
+    KERAS3, TF_KERAS, SUPPORTED_ACTIVATIONS, SUPPORTED_LAYERS, SUPPORTED_POLICIES, class_path, masked_weights,
+    Rebuild, copy_weights,
 )
 
 def is_keras3_model(obj) -> bool:
@@ -67,7 +67,7 @@ def to_tf_keras(model):
             or one of its settings cannot be carried over.
     """
     if not is_keras3_model(model):
-        raise ValueError(f"expected a Keras 3 model, got {_class_path(type(model))}")
+        raise ValueError(f"expected a Keras 3 model, got {class_path(type(model))}")
     import keras
 
     if keras.backend.backend() != "tensorflow":
@@ -75,7 +75,7 @@ def to_tf_keras(model):
             f"Keras backend is {keras.backend.backend()!r}; models can be carried over to tf-keras "
             "only from the TensorFlow backend (set KERAS_BACKEND=tensorflow)"
         )
-    return _Rebuild(_KERAS3, _TF_KERAS).model(model)
+    return Rebuild(KERAS3, TF_KERAS).model(model)
 
 
 def to_keras3(tf_model, template=None):
@@ -103,7 +103,7 @@ def to_keras3(tf_model, template=None):
     import tf_keras
 
     if not isinstance(tf_model, tf_keras.Model):
-        raise ValueError(f"expected a tf-keras model, got {_class_path(type(tf_model))}")
+        raise ValueError(f"expected a tf-keras model, got {class_path(type(tf_model))}")
     import keras
 
     if keras.backend.backend() != "tensorflow":
@@ -113,9 +113,9 @@ def to_keras3(tf_model, template=None):
         )
     plain, masks = _stripped(tf_model)
     if template is None:
-        return _Rebuild(_TF_KERAS, _KERAS3, masks).model(plain)
+        return Rebuild(TF_KERAS, KERAS3, masks).model(plain)
     if not is_keras3_model(template):
-        raise ValueError(f"template must be a Keras 3 model, got {_class_path(type(template))}")
+        raise ValueError(f"template must be a Keras 3 model, got {class_path(type(template))}")
     result = keras.models.clone_model(template)
     _copy_by_name(plain, result, masks)
     return result
@@ -146,4 +146,4 @@ def _copy_by_name(source, target, masks) -> None:
         if hasattr(layer, "layers"):
             _copy_by_name(src[name], layer, masks)
         else:
-            _set_weights(layer, _masked_weights(src[name], masks), src[name])
+            copy_weights(layer, masked_weights(src[name], masks), src[name])

@@ -2,7 +2,7 @@
 
 The two Keras (Keras 3 and tf-keras) keep the same layer classes under the same names; this module
 walks a model's graph in one of them and calls the same layers of the other on the same tensors,
-translating each layer's config key by key (`_Rebuild`), behind a small adapter per API (`_Api`).
+translating each layer's config key by key (`Rebuild`), behind a small adapter per API (`_Api`).
 `tf_lottery.keras3` is the public side; this module is its machinery and relies on private graph
 attributes of both Keras (node lists, call arguments), which its tests pin down.
 """
@@ -151,11 +151,11 @@ class _TfKerasApi(_Api):
         return tf.nest.flatten(structure)
 
 
-_KERAS3 = _Keras3Api("keras", "Keras 3")
-_TF_KERAS = _TfKerasApi("tf_keras", "tf-keras")
+KERAS3 = _Keras3Api("keras", "Keras 3")
+TF_KERAS = _TfKerasApi("tf_keras", "tf-keras")
 
 
-class _Rebuild:
+class Rebuild:
     """One rebuild of a model from `source`'s Keras into `target`'s, sharing layers called twice."""
 
     def __init__(self, source: _Api, target: _Api, masks: Optional[dict] = None):
@@ -169,7 +169,7 @@ class _Rebuild:
         self.check(model)
         rebuilt = self._build(model)
         for source_layer, target_layer in self.pairs:
-            _set_weights(target_layer, _masked_weights(source_layer, self.masks), source_layer)
+            copy_weights(target_layer, masked_weights(source_layer, self.masks), source_layer)
         return rebuilt
 
     def check(self, model) -> None:
@@ -177,7 +177,7 @@ class _Rebuild:
         src = self.source
         if not (src.is_sequential(model) or src.is_functional(model)):
             raise ValueError(
-                f"model {model.name!r} ({_class_path(type(model))}) is a subclassed model; only "
+                f"model {model.name!r} ({class_path(type(model))}) is a subclassed model; only "
                 f"Sequential and functional {src.display} models can be carried over to {self.target.display}"
             )
         if not model.built or not getattr(model, "inputs", None):
@@ -230,7 +230,7 @@ class _Rebuild:
                     self.layers[key] = target_class.from_config(config)
                 except (TypeError, ValueError) as e:
                     raise ValueError(
-                        f"layer {layer.name!r} ({_class_path(type(layer))}) cannot be rebuilt in "
+                        f"layer {layer.name!r} ({class_path(type(layer))}) cannot be rebuilt in "
                         f"{self.target.display}: {' '.join(str(e).split())}"
                     ) from e
                 if layer.weights:
@@ -241,10 +241,10 @@ class _Rebuild:
         """The target class and a config it accepts, or a one-line ValueError."""
         src, dst = self.source, self.target
         name = type(layer).__name__
-        where = f"layer {layer.name!r} ({_class_path(type(layer))})"
+        where = f"layer {layer.name!r} ({class_path(type(layer))})"
         if not isinstance(layer, src.module.layers.Layer):
             raise ValueError(
-                f"operation {layer.name!r} ({_class_path(type(layer))}) cannot be carried over to "
+                f"operation {layer.name!r} ({class_path(type(layer))}) cannot be carried over to "
                 f"{dst.display}: only layers can (use a layer such as Add or Activation instead of an op "
                 f"on tensors); supported: {', '.join(SUPPORTED_LAYERS)}"
             )
@@ -361,7 +361,7 @@ def _pack(api: _Api, structure, flat: list):
     return api.map_structure(lambda _: next(iterator), structure)
 
 
-def _class_path(cls) -> str:
+def class_path(cls) -> str:
     """`keras.layers.Dense` for public Keras classes, the defining module otherwise."""
     module = cls.__module__ or ""
     for package in ("keras", "tf_keras"):
@@ -373,7 +373,7 @@ def _class_path(cls) -> str:
     return f"{module}.{cls.__qualname__}"
 
 
-def _masked_weights(layer, masks) -> list:
+def masked_weights(layer, masks) -> list:
     """The layer's weights, with its kernel zeroed where its mask is 0 (a copy; the layer is unchanged)."""
     values = layer.get_weights()
     mask = masks.get(id(layer))
@@ -383,12 +383,12 @@ def _masked_weights(layer, masks) -> list:
     return values
 
 
-def _set_weights(target, values, source) -> None:
+def copy_weights(target, values, source) -> None:
     shapes = [tuple(np.shape(v)) for v in values]
     expected = [tuple(w.shape) for w in target.weights]
     if shapes != expected:
         raise ValueError(
-            f"layer {source.name!r}: weight shapes {shapes} do not fit {_class_path(type(target))} "
+            f"layer {source.name!r}: weight shapes {shapes} do not fit {class_path(type(target))} "
             f"weights {expected}"
         )
     target.set_weights(values)

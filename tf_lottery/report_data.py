@@ -41,7 +41,7 @@ class Series:
         }
 
 
-def _aggregate(label: str, points: Iterable[tuple[float, float, float]]) -> Optional[Series]:
+def aggregate(label: str, points: Iterable[tuple[float, float, float]]) -> Optional[Series]:
     """(group key, x, y) points -> one Series: x and y averaged per key, min/max of y, replicate count."""
     groups: dict[float, list[tuple[float, float]]] = {}
     for key, x, y in points:
@@ -98,7 +98,7 @@ def metric_series(runs: Sequence[Run], metric: str, stage: str, label: str) -> O
             metrics = stage_metrics(row, stage)
             if metrics is not None and metric in metrics:
                 points.append((r, 100.0 * float(row["weights_remaining"]), metrics[metric]))
-    return _aggregate(label, points)
+    return aggregate(label, points)
 
 
 def _history_curves(runs: Sequence[Run], levels: Sequence[float]) -> dict[str, Optional[Series]]:
@@ -109,7 +109,7 @@ def _history_curves(runs: Sequence[Run], levels: Sequence[float]) -> dict[str, O
         for stage in STAGES:
             points = [(e["iteration"], e["iteration"], e["test_accuracy"])
                       for run in runs for e in run.histories.get((r, stage), [])]
-            out[f"history/{stage}/round_{r:02d}"] = _aggregate(f"{level_of[r]:.3g}% ({STAGE_LABELS[stage]})", points)
+            out[f"history/{stage}/round_{r:02d}"] = aggregate(f"{level_of[r]:.3g}% ({STAGE_LABELS[stage]})", points)
     return out
 
 
@@ -119,8 +119,8 @@ def _layer_curves(runs: Sequence[Run]) -> dict[str, Optional[Series]]:
     for name in names:
         points = [(r, r, 100.0 * float(row["layers"][name]))
                   for run in runs for r, row in run.rounds.items() if name in row.get("layers", {})]
-        out[f"layers/{name}"] = _aggregate(name, points)
-    out["layers/all"] = _aggregate("all layers", [
+        out[f"layers/{name}"] = aggregate(name, points)
+    out["layers/all"] = aggregate("all layers", [
         (r, r, 100.0 * float(row["weights_remaining"])) for run in runs for r, row in run.rounds.items()
     ])
     return out
@@ -170,7 +170,7 @@ def compare_curves(groups: Sequence[Group], branches: Sequence[str] = (MAIN,)) -
 
 
 # -- tables ----------------------------------------------------------------------------------------
-def _cell(values: list[float], digits: int, percent: bool = False) -> str:
+def format_cell(values: list[float], digits: int, percent: bool = False) -> str:
     if not values:
         return "-"
     scale = 100.0 if percent else 1.0
@@ -185,7 +185,7 @@ def _column(rows: list[dict], stage: str, metric: str) -> list[float]:
     return [float(m[metric]) for m in (stage_metrics(row, stage) for row in rows) if m and metric in m]
 
 
-def _markdown(header: list[str], body: list[list[str]]) -> str:
+def markdown_table(header: list[str], body: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body]) + "\n"
 
@@ -203,15 +203,15 @@ def table(runs: Sequence[Run]) -> str:
         cells = [
             str(r),
             f"{100.0 * float(np.mean([row['weights_remaining'] for row in rows])):.2f}",
-            _cell(_column(rows, MAIN, "early_stop_test_accuracy"), 2, percent=True),
-            _cell(_column(rows, MAIN, "test_accuracy"), 2, percent=True),
-            _cell(_column(rows, MAIN, "early_stop_iteration"), 0),
+            format_cell(_column(rows, MAIN, "early_stop_test_accuracy"), 2, percent=True),
+            format_cell(_column(rows, MAIN, "test_accuracy"), 2, percent=True),
+            format_cell(_column(rows, MAIN, "early_stop_iteration"), 0),
         ]
         for c in controls:
-            cells += [_cell(_column(rows, c, "early_stop_test_accuracy"), 2, percent=True),
-                      _cell(_column(rows, c, "early_stop_iteration"), 0)]
+            cells += [format_cell(_column(rows, c, "early_stop_test_accuracy"), 2, percent=True),
+                      format_cell(_column(rows, c, "early_stop_iteration"), 0)]
         body.append(cells + [str(len(rows))])
-    return _markdown(header, body)
+    return markdown_table(header, body)
 
 
 def _compared_series(groups: Sequence[Group], branches: Sequence[str]) -> list[tuple[Group, str]]:
@@ -239,9 +239,9 @@ def comparison_table(groups: Sequence[Group], branches: Sequence[str] = (MAIN,))
         cells = [str(r), f"{np.mean([lv[r] for lv in levels if r in lv]):.2f}"]
         for group, stage in series:
             rows = [run.rounds[r] for run in group.runs if r in run.rounds]
-            cells.append(_cell(_column(rows, stage, COMPARE_METRIC), 2, percent=True))
+            cells.append(format_cell(_column(rows, stage, COMPARE_METRIC), 2, percent=True))
         body.append(cells)
-    return _markdown(header, body)
+    return markdown_table(header, body)
 
 
 # Levels of weights remaining within 1% of each other (relative) are one level.
@@ -298,6 +298,6 @@ def matched_table(groups: Sequence[Group], branches: Sequence[str] = (MAIN,)) ->
         cells = [f"{level:.2f}"]
         for group, stage in series:
             values, interpolated = matched_values(group, stage, level)
-            cells.append(_cell(values, 2, percent=True) + ("*" if interpolated else ""))
+            cells.append(format_cell(values, 2, percent=True) + ("*" if interpolated else ""))
         body.append(cells)
-    return _markdown(header, body) + "\n" + INTERPOLATED_NOTE + "\n"
+    return markdown_table(header, body) + "\n" + INTERPOLATED_NOTE + "\n"

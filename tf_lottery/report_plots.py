@@ -24,7 +24,7 @@ _MARKERS = ("o", "s", "^", "v", "D", "P")
 _DODGE = {name: 1.0 + 0.015 * ((i + 1) // 2) * (-1) ** i for i, name in enumerate(STAGES)}
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,18 +65,18 @@ def _errorbar(ax, s: Series, color: str, dodge: float = 1.0, **kwargs) -> None:
                 label=s.label, **kwargs)
 
 
-def _percent(s: Series) -> Series:
+def in_percent(s: Series) -> Series:
     return Series(s.label, s.x, 100 * s.mean, 100 * s.low, 100 * s.high, s.count)
 
 
-def _save(fig, path: str, extra_artists=()) -> None:
+def save_figure(fig, path: str, extra_artists=()) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", bbox_extra_artists=list(extra_artists) or None)
     atomic_write_bytes(path, buffer.getvalue())
 
 
 def plot_accuracy(data: dict[str, Series], path: str, title: str) -> bool:
-    plt = _pyplot()
+    plt = pyplot()
     panels = [("early_stop_test_accuracy", "at early stop (min. validation loss)"), ("test_accuracy", "at end of training")]
     series = [data[f"{m}/{s}"] for m, _ in panels for s in STAGES if f"{m}/{s}" in data]
     if not series:
@@ -86,19 +86,19 @@ def plot_accuracy(data: dict[str, Series], path: str, title: str) -> bool:
         for stage in STAGES:
             s = data.get(f"{metric}/{stage}")
             if s is not None:
-                _errorbar(ax, _percent(s), STAGE_COLORS[stage], _DODGE[stage])
+                _errorbar(ax, in_percent(s), STAGE_COLORS[stage], _DODGE[stage])
         _weights_axis(ax, series)
         ax.set_title(f"Test accuracy {what}")
         ax.legend()
     axes[0].set_ylabel("Test accuracy (%)")
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     return True
 
 
 def plot_early_stop(data: dict[str, Series], path: str, title: str) -> bool:
-    plt = _pyplot()
+    plt = pyplot()
     series = [data[f"early_stop_iteration/{s}"] for s in STAGES if f"early_stop_iteration/{s}" in data]
     if not series:
         return False
@@ -112,13 +112,13 @@ def plot_early_stop(data: dict[str, Series], path: str, title: str) -> bool:
     ax.set_title("Early-stop iteration")
     ax.legend()
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     return True
 
 
 def plot_training(data: dict[str, Series], path: str, title: str) -> bool:
-    plt = _pyplot()
+    plt = pyplot()
     stages = [s for s in STAGES if any(k.startswith(f"history/{s}/") for k in data)]
     if not stages:
         return False
@@ -142,13 +142,13 @@ def plot_training(data: dict[str, Series], path: str, title: str) -> bool:
     axes[0][0].set_ylim(max(0.0, np.percentile(values, 5) - 2.0), min(100.0, values.max() + 1.0))
     axes[0][0].set_ylabel("Test accuracy (%)")
     fig.suptitle(f"{title}: test accuracy during training")
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     return True
 
 
 def plot_layers(data: dict[str, Series], path: str, title: str) -> bool:
-    plt = _pyplot()
+    plt = pyplot()
     keys = [k for k in data if k.startswith("layers/") and k != "layers/all"]
     if not keys:
         return False
@@ -170,7 +170,7 @@ def plot_layers(data: dict[str, Series], path: str, title: str) -> bool:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     return True
 
@@ -199,7 +199,7 @@ def plot_compare(data: dict[str, Series], path: str, title: str) -> bool:
     keys = [k for k in data if k.startswith("compare/")]
     if not keys:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     groups = list(dict.fromkeys(k[len("compare/"):].rsplit("/", 1)[0] for k in keys))
     stages = [s for s in STAGES if any(k.endswith(f"/{s}") for k in keys)]
     colors = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")(np.arange(len(groups)) % 20)
@@ -212,13 +212,13 @@ def plot_compare(data: dict[str, Series], path: str, title: str) -> bool:
             color, dodge = STAGE_COLORS[stage], _DODGE[stage]
         else:
             color, dodge = colors[i], 1.0 + step * (i - (len(groups) - 1) / 2)
-        _errorbar(ax, _percent(data[key]), color, dodge, linestyle=_LINE_STYLES[style % len(_LINE_STYLES)],
+        _errorbar(ax, in_percent(data[key]), color, dodge, linestyle=_LINE_STYLES[style % len(_LINE_STYLES)],
                   marker=_MARKERS[style % len(_MARKERS)])
     _weights_axis(ax, [data[k] for k in keys])
     ax.set_ylabel("Test accuracy at early stop (%)")
     ax.set_title("Test accuracy at early stop (min. validation loss)")
     legends = _compare_legends(ax, groups, colors, stages)
-    _save(fig, path, legends + [fig.suptitle(title), ax.title])  # given extra artists, tight bbox counts only those
+    save_figure(fig, path, legends + [fig.suptitle(title), ax.title])  # given extra artists, tight bbox counts only those
     plt.close(fig)
     return True
 

@@ -16,8 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from tf_lottery.report_data import PAPER_LEVELS, Series, _aggregate, _cell, _markdown, choose_rounds
-from tf_lottery.report_plots import _percent, _pyplot, _save
+from tf_lottery.report_data import PAPER_LEVELS, Series, aggregate, format_cell, markdown_table, choose_rounds
+from tf_lottery.report_plots import in_percent, pyplot, save_figure
 from tf_lottery.report_runs import Run
 from tf_lottery.run_directory import RunDirectory
 
@@ -78,12 +78,12 @@ def curves(results: Results, levels: Sequence[float] = PAPER_LEVELS) -> dict[str
     out = {}
     for level in percent:
         points = [(k, k, row["barrier"]) for lv, k in results.keys() if lv == level for row in results.rows(lv, k)]
-        out[f"instability/level_{level:02d}"] = _aggregate(level_label(level, percent[level]), points)
+        out[f"instability/level_{level:02d}"] = aggregate(level_label(level, percent[level]), points)
     for level in choose_rounds(percent, levels):
         for lv, k in results.keys():
             if lv == level:
                 points = [(a, a, e) for row in results.rows(lv, k) for a, e in zip(row["alphas"], row["errors"])]
-                out[f"instability_path/level_{level:02d}/k_{k:05d}"] = _aggregate(f"k = {k}", points)
+                out[f"instability_path/level_{level:02d}/k_{k:05d}"] = aggregate(f"k = {k}", points)
     return {key: s for key, s in out.items() if s is not None}
 
 
@@ -95,10 +95,10 @@ def table(results: Results) -> list[str]:
         rows = results.rows(level, k)
         body.append([
             str(level), f"{percent[level]:.2f}", str(k),
-            _cell([r["barrier"] for r in rows], 2, percent=True),
-            _cell([r["errors"][0] for r in rows], 2, percent=True),
-            _cell([r["errors"][-1] for r in rows], 2, percent=True),
-            _cell([max(r["errors"]) for r in rows], 2, percent=True),
+            format_cell([r["barrier"] for r in rows], 2, percent=True),
+            format_cell([r["errors"][0] for r in rows], 2, percent=True),
+            format_cell([r["errors"][-1] for r in rows], 2, percent=True),
+            format_cell([max(r["errors"]) for r in rows], 2, percent=True),
             str(len(rows[0]["alphas"])), str(len(rows)),
         ])
     header = ["Level", "Weights remaining %", "Rewind step k", "Instability %", "Error of copy a %",
@@ -107,7 +107,7 @@ def table(results: Results) -> list[str]:
             "Two copies of each level's network start from the dense run's weights at iteration k (masked) and "
             "train on different data orders; the instability is the test error barrier on the straight line "
             "between them (maximum error on the path minus the mean of the two ends), mean (min-max) over runs.",
-            "", _markdown(header, body)]
+            "", markdown_table(header, body)]
 
 
 # -- plots -----------------------------------------------------------------------------------------
@@ -120,12 +120,12 @@ def plot_instability(data: dict[str, Series], path: str, title: str) -> bool:
     keys = sorted(k for k in data if k.startswith("instability/"))
     if not keys:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import FixedLocator, NullLocator
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for color, key in zip(_level_colors(plt, len(keys)), keys):
-        s = _percent(data[key])
+        s = in_percent(data[key])
         ax.errorbar(s.x, s.mean, yerr=[s.mean - s.low, s.high - s.mean], color=color, marker="o", markersize=4,
                     linewidth=1.4, capsize=3, label=s.label)
     steps = sorted({float(x) for key in keys for x in data[key].x})
@@ -140,7 +140,7 @@ def plot_instability(data: dict[str, Series], path: str, title: str) -> bool:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     return True
 
@@ -150,13 +150,13 @@ def plot_paths(data: dict[str, Series], path: str, title: str) -> bool:
     keys = sorted(k for k in data if k.startswith("instability_path/"))
     if not keys:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     levels = sorted({k.split("/")[1] for k in keys})
     fig, axes = plt.subplots(1, len(levels), figsize=(4.8 * len(levels), 4.2), sharey=True, squeeze=False)
     for ax, level in zip(axes[0], levels):
         mine = [k for k in keys if k.split("/")[1] == level]
         for color, key in zip(_level_colors(plt, len(mine)), mine):
-            s = _percent(data[key])
+            s = in_percent(data[key])
             ax.plot(s.x, s.mean, color=color, marker="o", markersize=3, linewidth=1.2, label=s.label)
             if np.any(s.count > 1):
                 ax.fill_between(s.x, s.low, s.high, color=color, alpha=0.2, linewidth=0)
@@ -167,7 +167,7 @@ def plot_paths(data: dict[str, Series], path: str, title: str) -> bool:
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("Test error (%)")
     fig.suptitle(f"{title}: test error on the line between the two copies", y=1.03)
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     return True
 

@@ -43,7 +43,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _check_value(path: str, key: str, value: Any, kind: type, fix: str = "delete it to recompute") -> None:
+def check_value(path: str, key: str, value: Any, kind: type, fix: str = "delete it to recompute") -> None:
     if kind is float:
         ok = _is_number(value)
     elif kind is int:
@@ -64,7 +64,7 @@ def check_history(path: str, history: Any, total_iterations: Optional[int] = Non
             keys = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
             raise corrupt(path, f"has a history entry with keys {keys}, expected {list(EVALUATION_KEYS)}")
         for key in EVALUATION_KEYS:
-            _check_value(path, f"history.{key}", entry[key], int if key == "iteration" else float)
+            check_value(path, f"history.{key}", entry[key], int if key == "iteration" else float)
         iteration = entry["iteration"]
         if iteration <= previous or (total_iterations is not None and iteration > total_iterations):
             raise corrupt(path, f"has a history entry at iteration {iteration} out of order or past the end")
@@ -83,7 +83,7 @@ def check_stage(path: str, result: Any, total_iterations: Optional[int] = None) 
         raise corrupt(path, f"is not a stage result ({what})")
     for key, kind in {**STAGE_KEYS, **OPTIONAL_STAGE_KEYS}.items():
         if key in result:
-            _check_value(path, key, result[key], kind)
+            check_value(path, key, result[key], kind)
     check_history(path, result["history"], total_iterations)
     if not result["history"]:
         raise corrupt(path, "has an empty history")
@@ -144,13 +144,13 @@ def check_row(path: str, row: Any, fix: str) -> dict:
     if not isinstance(row, dict) or not isinstance(row.get("round"), int) or not isinstance(row.get("controls"), dict):
         raise corrupt(path, f"has a round entry that is not a tf_lottery round ({str(row)[:60]})", fix)
     for key in ("weights_remaining", "test_accuracy", "early_stop_test_accuracy"):
-        _check_value(path, key, row.get(key), float, fix)
-    _check_value(path, "early_stop_iteration", row.get("early_stop_iteration"), int, fix)
+        check_value(path, key, row.get(key), float, fix)
+    check_value(path, "early_stop_iteration", row.get("early_stop_iteration"), int, fix)
     for name, metrics in row["controls"].items():
         if not isinstance(metrics, dict):
             raise corrupt(path, f"has control {name!r} that is not an object", fix)
         for key in ("test_accuracy", "early_stop_test_accuracy"):
-            _check_value(path, f"{name}.{key}", metrics.get(key), float, fix)
+            check_value(path, f"{name}.{key}", metrics.get(key), float, fix)
     return row
 
 
@@ -203,13 +203,13 @@ def check_instability(path: str, result: Any, level: Optional[int] = None, rewin
         keys = sorted(result) if isinstance(result, dict) else type(result).__name__
         raise corrupt(path, f"is not an instability result (keys {keys}, expected {sorted(INSTABILITY_KEYS)})")
     for key, kind in INSTABILITY_KEYS.items():
-        _check_value(path, key, result[key], kind)
+        check_value(path, key, result[key], kind)
     alphas, errors = result["alphas"], result["errors"]
     for key, values, length in (("alphas", alphas, None), ("errors", errors, len(alphas)),
                                 ("endpoint_errors", result["endpoint_errors"], 2), ("seeds", result["seeds"], 2)):
         kind = int if key == "seeds" else float
         for value in values:
-            _check_value(path, key, value, kind)
+            check_value(path, key, value, kind)
         if length is not None and len(values) != length:
             raise corrupt(path, f"has {len(values)} {key}, expected {length}")
     if len(alphas) < 2 or alphas[0] != 0.0 or alphas[-1] != 1.0 or any(b <= a for a, b in zip(alphas, alphas[1:])):

@@ -47,7 +47,7 @@ from tf_lottery.files import (  # noqa: F401  (re-exported: the run's own file h
     load_json, refuse_link, save_arrays,
 )
 from tf_lottery.run_checks import (  # noqa: F401
-    _check_value, check_history, check_instability, check_masks, check_ours, check_row, check_stage, check_weights,
+    check_value, check_history, check_instability, check_masks, check_ours, check_row, check_stage, check_weights,
     select_round, stage_row,
 )
 
@@ -317,7 +317,7 @@ class RunDirectory:
         if not isinstance(state, dict) or set(state) != set(keys):
             raise corrupt(path, f"is not a progress record (keys {sorted(state) if isinstance(state, dict) else '?'})", fix)
         for key, kind in keys.items():
-            _check_value(path, key, state[key], kind, fix)
+            check_value(path, key, state[key], kind, fix)
         if not 0 < state["iteration"] < total_iterations:
             raise corrupt(path, f"says iteration {state['iteration']}, outside 1..{total_iterations - 1}", fix)
         if state["round"] < 0 or not STAGE_NAME.match(state["stage"]) or not math.isfinite(state["seconds"]):
