@@ -261,7 +261,7 @@ def test_every_paragraph_that_quotes_a_report_has_a_claims_block(path):
     assert not bare, f"paragraphs quoting a report without a claims block: {bare}"
 
 
-def test_a_figure_that_disagrees_fails(tmp_path):
+def test_a_figure_that_disagrees_fails():
     data = Data(ROOT / "reports/lenet_fashion_mnist/data")
     dense = data.evaluate("seed_0@100")  # one replicate alone
     assert agrees(f"{dense:.2f}", dense) and not agrees(f"{dense + 0.02:.2f}", dense)

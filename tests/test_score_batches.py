@@ -107,3 +107,26 @@ def test_snip_scores_other_examples_under_each_rule_and_resumes_an_old_run_under
         _snip(tmp_path, "first")  # today's default on the old run is another experiment
     assert "\n" not in str(refused.value)
     assert os.listdir(first.output_dir) == before
+
+
+def test_a_tf_data_pipeline_is_scored_on_its_first_batches_and_the_search_says_so(tmp_path):
+    import tensorflow as tf
+
+    s = fashion_slice(train=600, validation=100, test=100)
+    as_float = lambda x: (x / 255.0).astype("float32")
+    train = tf.data.Dataset.from_tensor_slices((as_float(s.train_images), s.train_labels)).batch(60)
+    inputs = inputs_lib.from_datasets(train, train, train, batch_size=60, example_rank=2)
+    assert not inputs.can_balance
+    first = inputs.sample(4, seed=5, balanced=True)
+    np.testing.assert_array_equal(_classes(first), s.train_labels[:240])  # its own order, not balanced
+    cfg = C.override(C.from_preset("lenet_300_100", "fast"), iterations=10, epochs=None, eval_every=10,
+                     checkpoint_every=0, rounds=2, fc_rate=0.5, pruning_strategy="snip", pruning_scope="global_all")
+    lines = []
+    tf_lottery.find_ticket(config=cfg, train=train,
+                           validation=tf.data.Dataset.from_tensor_slices((as_float(s.validation_images),
+                                                                          s.validation_labels)).batch(50),
+                           test=tf.data.Dataset.from_tensor_slices((as_float(s.test_images), s.test_labels)).batch(50),
+                           output_dir=str(tmp_path / "run"), log=lines.append)
+    warnings = [line for line in lines if line.startswith("warning: score_batches=balanced")]
+    assert warnings == ["warning: score_batches=balanced with a tf.data pipeline: snip scores its first 4 batches "
+                        "(pass NumPy arrays for class-balanced ones)"]

@@ -359,9 +359,8 @@ class ExperimentConfig:
         strategy reads no data, so magnitude runs before and after it share a fingerprint.
         """
         flat = self.flat()
-        inert = {"score_batches"} if flat["pruning_strategy"] in DATA_FREE_STRATEGIES else set()
         return {k: v for k, v in flat.items()
-                if k not in NOT_RESULT_FIELDS and k not in inert
+                if k not in NOT_RESULT_FIELDS and k not in _inert_fields(flat)
                 and not (k in ADDED_AT_DEFAULT and v == ADDED_AT_DEFAULT[k])}
 
     def fingerprint(self) -> str:
@@ -390,14 +389,15 @@ def override(config: ExperimentConfig, **values: Any) -> ExperimentConfig:
 
 def differing_fields(a: ExperimentConfig, b: ExperimentConfig, ignore: tuple[str, ...] = ()) -> list[str]:
     """Names of the result-deciding fields where two configs differ (except `ignore`)."""
-    da, db = a.result_fields(), b.result_fields()
     fa, fb = a.flat(), b.flat()
-    # A field left out of one side only as its value before it existed still compares; one left out
-    # because it decides nothing there (score_batches of a data-free strategy) does not.
-    def value(d, flat, k):
-        return d[k] if k in d else ADDED_AT_DEFAULT[k] if flat[k] == ADDED_AT_DEFAULT.get(k, object()) else None
-    keys = [k for k in fa if (k in da and k in db) or ((k in da or k in db) and None not in (value(da, fa, k), value(db, fb, k)))]
-    return [k for k in keys if k not in ignore and _canonical(value(da, fa, k)) != _canonical(value(db, fb, k))]
+    # A field that decides nothing on either side (score_batches of a data-free strategy) is not compared.
+    skip = set(NOT_RESULT_FIELDS) | _inert_fields(fa) | _inert_fields(fb) | set(ignore)
+    return [k for k in fa if k not in skip and _canonical(fa[k]) != _canonical(fb[k])]  # in the config's order
+
+
+def _inert_fields(flat: dict[str, Any]) -> set[str]:
+    """Result fields that decide nothing for this config: score_batches where the strategy reads no data."""
+    return {"score_batches"} if flat["pruning_strategy"] in DATA_FREE_STRATEGIES else set()
 
 
 def _canonical(value: Any) -> Any:

@@ -98,6 +98,9 @@ def _to_float(tensor, scale: bool):
     return tensor
 
 
+_SCORE_STREAM = 0x5C0E  # keeps the score sample's draws apart from every other use of the run's seed
+
+
 def balanced_indices(labels, total: int, seed: int) -> np.ndarray:
     """`total` example indices with as equal a number per class as the classes allow, drawn with `seed`.
 
@@ -117,9 +120,6 @@ def balanced_indices(labels, total: int, seed: int) -> np.ndarray:
         grid[: len(pool), column] = pool
     order = grid.reshape(-1)
     return rng.permutation(order[order >= 0][:total])
-
-
-_SCORE_STREAM = 0x5C0E  # keeps the score sample's draws apart from every other use of the run's seed
 
 
 def score_sample(x, y, batch_size: int, count: int, seed: int, balanced: bool, scale: bool) -> list:

@@ -49,8 +49,8 @@ class Strategy:
     `scores(inputs) -> {layer: array}` ranks weights (higher = keep). `at_init` strategies score
     theta_0 rather than trained weights, so each level is pruned afresh from the dense mask.
     `signed` ranks by the score itself rather than its magnitude. `needs_data`: its scores read a few
-    training batches (drawn as `score_batches` says; `config.DATA_FREE_STRATEGIES` lists the rest). `select`, when given, replaces
-    the standard selection (SynFlow re-scores while it prunes). `structured`: its scores are
+    training batches (drawn as `score_batches` says; `config.DATA_FREE_STRATEGIES` lists the rest).
+    `select`, when given, replaces the standard selection (SynFlow re-scores while it prunes). `structured`: its scores are
     magnitudes that add up over a unit, block or 2:4 group, so every granularity can use them.
     """
 
