@@ -285,8 +285,8 @@ def test_report_draws_instability_from_path_files(tmp_path):
     np.testing.assert_allclose(curves["instability_path/level_02/k_00000"]["mean"], [0.10, 0.20, 0.10])
     with open(os.path.join(out, "report.md")) as f:
         text = f.read()
-    assert "## Instability" in text and "| 0 | 100.00 | 0 | 24.00 (19.00-29.00) |" in text
-    assert "| 2 | 64.00 | 100 | 0.00 (0.00-0.00) | 10.00 (10.00-10.00) |" in text and "![Instability (error barrier) versus rewind step](instability.png)" in text
+    assert "## Instability" in text and "| 0 | 100.00 | 0 | run's | - | 24.00 (19.00-29.00) |" in text
+    assert "| 2 | 64.00 | 100 | run's | - | 0.00 (0.00-0.00) | 10.00 (10.00-10.00) |" in text and "![Instability (error barrier) versus rewind step](instability.png)" in text
     # --data_out copies the path files, and a report of the copy draws the same numbers.
     assert os.path.isfile(os.path.join(tmp_path, "data", "seed_0", "instability", "level_02_k_00100", "path.json"))
     again = report.write_report([str(tmp_path / "data")], str(tmp_path / "report2"), levels=(64.0,))

@@ -191,19 +191,36 @@ INSTABILITY_KEYS = {
 }
 
 
-def check_instability(path: str, result: Any, level: Optional[int] = None, rewind_step: Optional[int] = None) -> dict:
+# Present only where the copies train other than the run's own mask (`--mask_per_k`, a control).
+INSTABILITY_OPTIONAL_KEYS = {"mask_rewind_step": int, "control": str}
+
+
+def instability_variant(result: dict) -> str:
+    """The folder suffix an instability result belongs under: "", "mask_k", a control, or "mask_k_" + control."""
+    parts = (["mask_k"] if "mask_rewind_step" in result else []) + ([result["control"]] if result.get("control") else [])
+    return "_".join(parts)
+
+
+def check_instability(path: str, result: Any, level: Optional[int] = None, rewind_step: Optional[int] = None,
+                      variant: Optional[str] = None) -> dict:
     """An instability result: the test errors at two or more alphas from 0 to 1, and their barrier.
 
-    The barrier must be the errors' own (`instability.error_barrier`); `level` and `rewind_step`,
-    when given, must be the ones its folder names.
+    The barrier must be the errors' own (`instability.error_barrier`); `level`, `rewind_step` and
+    `variant`, when given, must be the ones its folder names.
     """
     from tf_lottery.instability import error_barrier  # NumPy only
 
-    if not isinstance(result, dict) or set(result) != set(INSTABILITY_KEYS):
+    optional = set(result) & set(INSTABILITY_OPTIONAL_KEYS) if isinstance(result, dict) else set()
+    if not isinstance(result, dict) or set(result) - optional != set(INSTABILITY_KEYS):
         keys = sorted(result) if isinstance(result, dict) else type(result).__name__
         raise corrupt(path, f"is not an instability result (keys {keys}, expected {sorted(INSTABILITY_KEYS)})")
     for key, kind in INSTABILITY_KEYS.items():
         check_value(path, key, result[key], kind)
+    for key in optional:
+        check_value(path, key, result[key], INSTABILITY_OPTIONAL_KEYS[key])
+    if "mask_rewind_step" in result and result["mask_rewind_step"] != result["rewind_step"]:
+        raise corrupt(path, f"has mask_rewind_step {result['mask_rewind_step']}, but its copies start at "
+                      f"rewind_step {result['rewind_step']}")
     alphas, errors = result["alphas"], result["errors"]
     for key, values, length in (("alphas", alphas, None), ("errors", errors, len(alphas)),
                                 ("endpoint_errors", result["endpoint_errors"], 2), ("seeds", result["seeds"], 2)):
@@ -223,4 +240,7 @@ def check_instability(path: str, result: Any, level: Optional[int] = None, rewin
     for key, wanted in (("level", level), ("rewind_step", rewind_step)):
         if wanted is not None and result[key] != wanted:
             raise corrupt(path, f"says {key} {result[key]}, but its folder is for {key} {wanted}")
+    if variant is not None and instability_variant(result) != variant:
+        raise corrupt(path, f"holds the copies of {instability_variant(result) or 'the run mask'}, but its folder "
+                      f"is for {variant or 'the run mask'}")
     return result

@@ -54,7 +54,9 @@ from tf_lottery.run_checks import (  # noqa: F401
 MAIN = "main"
 STAGE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _ROUND_DIR = re.compile(r"^round_(\d{2,})$")
-_INSTABILITY_DIR = re.compile(r"^level_(\d{2,})_k_(\d{5,})$")
+# level_RR_k_KKKKK, then what the copies train besides the run's own mask: `_mask_k` (the mask of an
+# IMP search rewound to k) and a control at that mask's sparsity (`tf_lottery.stability.CONTROLS`).
+_INSTABILITY_DIR = re.compile(r"^level_(\d{2,})_k_(\d{5,})((?:_mask_k)?(?:_random_prune|_random_reinit)?)$")
 CSV_COLUMNS = (
     "round",
     "weights_remaining",
@@ -135,17 +137,22 @@ class RunDirectory:
     def theta_k_file(self, rewind_step: int) -> str:
         return os.path.join(self.instability_root, "theta_k", f"k_{rewind_step:05d}.npz")
 
-    def instability_dir(self, level: int, rewind_step: int, same_data_order: bool = False) -> str:
-        """`same_data_order` (a test of the method: both copies see one data order) keeps its own folder."""
-        name = f"level_{level:02d}_k_{rewind_step:05d}" + ("_same_order" if same_data_order else "")
-        return os.path.join(self.instability_root, name)
+    def instability_dir(self, level: int, rewind_step: int, same_data_order: bool = False, variant: str = "") -> str:
+        """`variant` ("mask_k", a control, or both joined by "_") names what the copies train besides the
+        run's own mask; `same_data_order` (a test of the method: both copies see one data order) keeps its own folder."""
+        name = f"level_{level:02d}_k_{rewind_step:05d}" + (f"_{variant}" if variant else "")
+        return os.path.join(self.instability_root, name + ("_same_order" if same_data_order else ""))
 
-    def instability_on_disk(self) -> list[tuple[int, int]]:
-        """(level, rewind_step) of every instability folder, sorted."""
+    def per_k_search_dir(self, rewind_step: int) -> str:
+        """The IMP search rewound to k that `lottery-instability --mask_per_k` finds its masks with (a run directory)."""
+        return os.path.join(self.instability_root, f"imp_k_{rewind_step:05d}")
+
+    def instability_on_disk(self) -> list[tuple[int, int, str]]:
+        """(level, rewind_step, variant) of every instability folder, sorted."""
         if not os.path.isdir(self.instability_root):
             return []
         found = (_INSTABILITY_DIR.match(name) for name in os.listdir(self.instability_root))
-        return sorted((int(m.group(1)), int(m.group(2))) for m in found if m)
+        return sorted((int(m.group(1)), int(m.group(2)), m.group(3).lstrip("_")) for m in found if m)
 
     def rounds_on_disk(self) -> list[int]:
         """Round numbers that have a folder, sorted."""
@@ -298,14 +305,14 @@ class RunDirectory:
         return check_stage(path, load_json(path), total_iterations)
 
     # -- instability results ----------------------------------------------------------------
-    def load_instability(self, level: int, rewind_step: int, same_data_order: bool = False) -> Optional[dict]:
-        """path.json of one (level, rewind_step), checked; None when absent."""
-        path = os.path.join(self.instability_dir(level, rewind_step, same_data_order), "path.json")
+    def load_instability(self, level: int, rewind_step: int, same_data_order: bool = False,
+                         variant: str = "") -> Optional[dict]:
+        """path.json of one (level, rewind_step, variant), checked; None when absent."""
+        path = os.path.join(self.instability_dir(level, rewind_step, same_data_order, variant), "path.json")
         if not os.path.lexists(path):
             return None
-        return check_instability(path, load_json(path), level, rewind_step)
+        return check_instability(path, load_json(path), level, rewind_step, variant)
 
-    # -- in-progress training ---------------------------------------------------------------
     def load_progress(self, total_iterations: int) -> Optional[dict]:
         """The state of the stage cut off mid-way, checked against the training budget."""
         path = os.path.join(self.progress_dir, "state.json")

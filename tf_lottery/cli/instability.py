@@ -7,6 +7,8 @@ line per (level, k) gives the instability (the error barrier). Results land in t
 instability/ folder, a rerun resumes, and lottery-report draws them. Errors are one line.
 
     lottery-instability --run_dir=runs/lenet --levels=0,3,6 --rewind_steps=0,25,100,500
+    lottery-instability --run_dir=runs/lenet --levels=0,15 --rewind_steps=0,100,500 --mask_per_k \
+      --controls=random_prune,random_reinit      # the paper's protocol and its random contrast
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ def _help(section, name: str) -> str:
 flags.DEFINE_string("run_dir", None, "A lottery-find output_dir with the levels asked for finished.")
 flags.DEFINE_list("levels", ["0"], "Rounds whose ticket is analyzed (their masks.npz); 0 is the dense network.")
 flags.DEFINE_list("rewind_steps", ["0"], "Iterations k of round 0's training the two copies start from (0 <= k < T).")
+flags.DEFINE_bool("mask_per_k", False, "At each k, use the mask of an IMP search rewound to k (the paper's protocol; "
+                  "found once in RUN/instability/imp_k_KKKKK, sharing the run's dense training); default: the run's masks.")
+flags.DEFINE_list("controls", [], "Controls analyzed beside each level > 0: random_prune (a random mask with the "
+                  "same per-layer counts, from theta_k), random_reinit (the same mask, kernels drawn afresh).")
 flags.DEFINE_integer("points", 30, "Points on the path between the copies, both ends included (the paper: 30).")
 flags.DEFINE_string("data_dir", None, _help(config_lib.DataConfig, "data_dir") + " Default: the run's own.")
 flags.DEFINE_string("strategy", None, _help(config_lib.RuntimeConfig, "strategy"))
@@ -60,7 +66,8 @@ def main(argv):
         strategy = distribute.get_strategy(runtime)
         mode = "quiet" if FLAGS.quiet else "verbose" if FLAGS.verbose else "normal"
         rows = stability.analyze(FLAGS.run_dir, FLAGS.levels, FLAGS.rewind_steps, FLAGS.points, strategy,
-                                 FLAGS.data_dir, log=say, progress=Progress(mode))
+                                 FLAGS.data_dir, log=say, progress=Progress(mode), mask_per_k=FLAGS.mask_per_k,
+                                 controls=FLAGS.controls)
     except KeyboardInterrupt as e:
         print(f"lottery-instability: interrupted; rerun the same command to resume {FLAGS.run_dir}", file=sys.stderr)
         return common.interrupted_status(e)
