@@ -19,8 +19,9 @@ levels on a log scale, as the reports' matched-sparsity tables are (`report_data
 extreme over the levels measured in that range (of a difference, level by level); `lo(TERM)` and
 `hi(TERM)` the lowest and highest replicate instead of the mean; `a - b` is a difference; `last(DIR)` is the lowest
 percent of weights remaining the runs reached, `config(DIR, FIELD)` a config field they share, and
-`instability(DIR, LEVELS, KS)` the error barrier in points of `lottery-instability`'s path.json
-(LEVELS and KS one value, or several as 3|7 inside min()/max()), `weights(DIR, ROUND)` a round's
+`instability(DIR, LEVELS, KS[, VARIANT])` the error barrier in points of `lottery-instability`'s path.json
+(LEVELS and KS one value, or several as 3|7 inside min()/max(); VARIANT the folder's suffix, e.g.
+mask_k or mask_k_random_prune; the mean over replicates, lo()/hi() their extremes), `weights(DIR, ROUND)` a round's
 percent of weights remaining,
 `entry(FILE; KEY=VALUE, ...; FIELD)` a field of the one entry of a JSON file's "entries" that matches
 (a benchmark's, e.g. reports/serving/*/data/serving.json; VALUE may be a range A..B; inside
@@ -149,16 +150,18 @@ class Data:
         values = [self.single(part) for part in parts]
         return values[0] - values[1] if len(values) == 2 else values[0]
 
-    def many(self, term: str) -> list[float]:
+    def many(self, term: str, aggregate=np.mean) -> list[float]:
         replicate = re.match(r"^(lo|hi)\((.*)\)$", term.strip())
         if replicate:
-            return self.values(replicate.group(2), np.min if replicate.group(1) == "lo" else np.max)
+            extreme = np.min if replicate.group(1) == "lo" else np.max
+            inner = replicate.group(2)
+            return self.many(inner, extreme) if inner.startswith("instability(") else self.values(inner, extreme)
         entry = re.match(r"^entry\((.*)\)$", term.strip())
         if entry:
             return self.entries(entry.group(1))
-        barrier = re.match(r"^instability\(([\w./-]+),\s*([\d|]+),\s*([\d|]+)\)$", term.strip())
+        barrier = re.match(r"^instability\(([\w./-]+),\s*([\d|]+),\s*([\d|]+)(?:,\s*(\w+))?\)$", term.strip())
         if barrier:
-            return [self.barrier(barrier.group(1), int(level), int(k))
+            return [self.barrier(barrier.group(1), int(level), int(k), barrier.group(4) or "", aggregate)
                     for level in barrier.group(2).split("|") for k in barrier.group(3).split("|")]
         weights = re.match(r"^weights\(([\w./-]+),\s*(\d+)\)$", term.strip())
         if weights:
@@ -168,11 +171,19 @@ class Data:
             return [float(np.mean(levels))]
         return self.values(term)
 
-    def barrier(self, name: str, level: int, k: int) -> float:
-        """lottery-instability's error barrier of (level, k), in points."""
-        path = self.root / name / "instability" / f"level_{level:02d}_k_{k:05d}" / "path.json"
-        with open(path) as f:
-            return 100.0 * float(json.load(f)["barrier"])
+    def barrier(self, name: str, level: int, k: int, variant: str = "", aggregate=np.mean) -> float:
+        """lottery-instability's error barrier of (level, k, variant), in points: the mean over the runs under
+        `name` (a run, or a parent of replicates), or `aggregate` of them (lo(), hi())."""
+        folder = f"level_{level:02d}_k_{k:05d}" + (f"_{variant}" if variant else "")
+        paths = [Path(run.path) / "instability" / folder / "path.json" for run in self.runs(name)]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise ValueError(f"instability({name}, {level}, {k}, {variant}): {missing[0]} does not exist")
+        values = []
+        for path in paths:
+            with open(path) as f:
+                values.append(100.0 * float(json.load(f)["barrier"]))
+        return float(aggregate(values))
 
     def single(self, term: str) -> float:
         extreme = re.match(r"^(min|max)\((.*)\)$", term.strip())
