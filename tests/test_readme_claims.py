@@ -21,7 +21,8 @@ extreme over the levels measured in that range (of a difference, level by level)
 percent of weights remaining the runs reached, `config(DIR, FIELD)` a config field they share, and
 `instability(DIR, LEVELS, KS[, VARIANT])` the error barrier in points of `lottery-instability`'s path.json
 (LEVELS and KS one value, or several as 3|7 inside min()/max(); VARIANT the folder's suffix, e.g.
-mask_k or mask_k_random_prune; the mean over replicates, lo()/hi() their extremes), `weights(DIR, ROUND)` a round's
+mask_k or mask_k_random_prune; the mean over replicates, lo()/hi() their extremes),
+`copy_error(...)` with the same arguments the mean test error of the two trained copies in percent, `weights(DIR, ROUND)` a round's
 percent of weights remaining,
 `entry(FILE; KEY=VALUE, ...; FIELD)` a field of the one entry of a JSON file's "entries" that matches
 (a benchmark's, e.g. reports/serving/*/data/serving.json; VALUE may be a range A..B; inside
@@ -159,10 +160,12 @@ class Data:
         entry = re.match(r"^entry\((.*)\)$", term.strip())
         if entry:
             return self.entries(entry.group(1))
-        barrier = re.match(r"^instability\(([\w./-]+),\s*([\d|]+),\s*([\d|]+)(?:,\s*(\w+))?\)$", term.strip())
+        barrier = re.match(r"^(instability|copy_error)\(([\w./-]+),\s*([\d|]+),\s*([\d|]+)(?:,\s*(\w+))?\)$",
+                           term.strip())
         if barrier:
-            return [self.barrier(barrier.group(1), int(level), int(k), barrier.group(4) or "", aggregate)
-                    for level in barrier.group(2).split("|") for k in barrier.group(3).split("|")]
+            return [self.barrier(barrier.group(2), int(level), int(k), barrier.group(5) or "", aggregate,
+                                 error=barrier.group(1) == "copy_error")
+                    for level in barrier.group(3).split("|") for k in barrier.group(4).split("|")]
         weights = re.match(r"^weights\(([\w./-]+),\s*(\d+)\)$", term.strip())
         if weights:
             levels = [report_data.round_levels([run]).get(int(weights.group(2))) for run in self.runs(weights.group(1))]
@@ -171,9 +174,10 @@ class Data:
             return [float(np.mean(levels))]
         return self.values(term)
 
-    def barrier(self, name: str, level: int, k: int, variant: str = "", aggregate=np.mean) -> float:
-        """lottery-instability's error barrier of (level, k, variant), in points: the mean over the runs under
-        `name` (a run, or a parent of replicates), or `aggregate` of them (lo(), hi())."""
+    def barrier(self, name: str, level: int, k: int, variant: str = "", aggregate=np.mean, error: bool = False) -> float:
+        """lottery-instability's error barrier of (level, k, variant), in points (`error`: the mean test error of
+        the two trained copies, in percent): the mean over the runs under `name` (a run, or a parent of
+        replicates), or `aggregate` of them (lo(), hi())."""
         folder = f"level_{level:02d}_k_{k:05d}" + (f"_{variant}" if variant else "")
         paths = [Path(run.path) / "instability" / folder / "path.json" for run in self.runs(name)]
         missing = [str(p) for p in paths if not p.is_file()]
@@ -182,7 +186,8 @@ class Data:
         values = []
         for path in paths:
             with open(path) as f:
-                values.append(100.0 * float(json.load(f)["barrier"]))
+                row = json.load(f)
+            values.append(100.0 * float(np.mean(row["endpoint_errors"]) if error else row["barrier"]))
         return float(aggregate(values))
 
     def single(self, term: str) -> float:
