@@ -13,7 +13,8 @@ Runnable blocks execute in one working directory, each document's blocks in thei
 documents in DOCUMENTS' order (the README, then the pages of docs/ as PAGES lists them), so a
 block may use what an earlier one made (`runs/lenet` of docs/cli.md for docs/serving.md's export
 examples and docs/experiments.md's reports). A block without a marker that is not Python fails
-the test: every block must say what it is.
+the test: every block must say what it is. Every relative link of these documents must point at
+a file (and a heading, for `page.md#anchor`) that exists.
 """
 
 import os
@@ -118,6 +119,40 @@ def test_the_quickstart_is_two_commands_and_ci_runs_the_second():
 @pytest.mark.parametrize("path", DOCUMENTS, ids=name)
 def test_no_placeholder_is_left(path):
     assert not re.search(r"\b[A-Z]+_[A-Z_]+(LINE|TIMING|COST|SUMMARY)\b", path.read_text())
+
+
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def anchors(path: Path) -> set:
+    """GitHub's anchors of a Markdown file's headings (outside code blocks)."""
+    out, fence = set(), False
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            fence = not fence
+        elif not fence and re.match(r"#{1,6} ", line):
+            heading = line.lstrip("#").strip().lower()
+            out.add(re.sub(r"[^\w\- ]", "", heading).replace(" ", "-"))
+    return out
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=name)
+def test_every_relative_link_resolves(path):
+    """Links and images such as `../reports/x/README.md` or `serving.md#the-signature` name a file that exists."""
+    text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.S | re.M)
+    broken, checked = [], 0
+    for target in LINK.findall(text):
+        if re.match(r"[a-z]+:", target):  # https:, mailto:
+            continue
+        file, _, anchor = target.partition("#")
+        resolved = (path.parent / file).resolve() if file else path
+        checked += 1
+        if not resolved.exists():
+            broken.append(target)
+        elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
+            broken.append(f"{target} (no such heading)")
+    assert not broken, f"{name(path)}: links to nothing: {broken}"
+    assert checked or path != README
 
 
 def test_flags_of_commands_that_cannot_run_here_exist():
