@@ -155,6 +155,13 @@ def test_every_relative_link_resolves(path):
     assert checked or path != README
 
 
+def test_the_serving_page_says_how_to_add_what_warmup_needs():
+    """The Quickstart installs no tensorflow-serving-api; the serving page says in one line how to add it
+    (the test setup has it, so its `--warmup` example runs here as written)."""
+    text = (ROOT / "docs" / "serving.md").read_text()
+    assert "`bash scripts/setup.sh --serving` adds it" in text and "pip install 'tf-lottery[serving]'" in text
+
+
 def test_flags_of_commands_that_cannot_run_here_exist():
     checked = 0
     for document, line_number, _, kind, text in all_blocks():
