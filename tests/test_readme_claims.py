@@ -1,5 +1,5 @@
-"""Every figure the README states about a checked-in report is recomputed from that report's data
-(issue 18 item 5): a sentence that disagrees with `reports/*/data` fails here.
+"""Every figure the README and the docs/ pages state about a checked-in report is recomputed from that
+report's data (issue 18 item 5): a sentence that disagrees with `reports/*/data` fails here.
 
 A paragraph (or table) that quotes a report is followed by a claims block:
 
@@ -46,6 +46,8 @@ from tf_lottery.report_runs import load_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+# The README and the pages of docs/: every paragraph of theirs that names `reports/` and has figures is claimed.
+PAGES = [README] + sorted((ROOT / "docs").glob("*.md"))
 BLOCK = re.compile(r"<!-- claims (\S+)\n(.*?)-->", re.S)
 METRICS = {"acc": ("early_stop_test_accuracy", 100.0), "final": ("test_accuracy", 100.0),
            "it": ("early_stop_iteration", 1.0)}
@@ -228,15 +230,15 @@ def agrees(figure: str, value: float) -> bool:
     return math.isclose(round(abs(value), digits), number, abs_tol=10 ** -(digits + 3))
 
 
-# The README, and each report's README from its "What it shows" section on (what it found).
+# The README and docs/, and each report's README from its "What it shows" section on (what it found).
 FINDINGS = "## What it shows"
-DOCUMENTS = [README] + sorted((ROOT / "reports").glob("*/README.md"))
+DOCUMENTS = PAGES + sorted((ROOT / "reports").glob("*/README.md"))
 
 
 def quoted_text(path: Path) -> str:
     """The part of a document whose figures are results: code blocks removed, a report's findings only."""
     text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.S | re.M)  # commands quote no results
-    if path != README:
+    if path not in PAGES:
         text = text[text.index(FINDINGS):] if FINDINGS in text else ""
     return text
 
@@ -244,7 +246,7 @@ def quoted_text(path: Path) -> str:
 BLOCKS = [(path.relative_to(ROOT).as_posix(), *block) for path in DOCUMENTS for block in claim_blocks(path.read_text())]
 
 
-def test_the_readme_quotes_the_reports_through_claims_blocks():
+def test_the_docs_quote_the_reports_through_claims_blocks():
     folders = {folder for _, folder, _, _ in BLOCKS}
     assert {"reports/retraining/data", "reports/pruning_at_init/data", "reports/lenet_fashion_mnist/data",
             "reports/lenet_fashion_mnist_10_epochs/data"} <= folders
@@ -268,12 +270,12 @@ def test_every_figure_of_the_text_is_claimed_and_agrees_with_the_data(document, 
 
 @pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_every_paragraph_that_quotes_a_report_has_a_claims_block(path):
-    """In the README a paragraph naming a report; in a report's README every paragraph and table of
+    """In the README and docs/ a paragraph naming a report; in a report's README every paragraph and table of
     its findings: each with a figure is followed by a claims block."""
     text = quoted_text(path)
     claimed = {body.strip() for _, body, _ in claim_blocks(text)}
     bare = [chunk.strip()[:80] for chunk in re.split(r"\n\s*\n", BLOCK.sub("", text))
-            if (path != README or "reports/" in chunk) and FIGURE.findall(chunk) and chunk.strip() not in claimed]
+            if (path not in PAGES or "reports/" in chunk) and FIGURE.findall(chunk) and chunk.strip() not in claimed]
     assert not bare, f"paragraphs quoting a report without a claims block: {bare}"
 
 

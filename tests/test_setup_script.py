@@ -73,7 +73,7 @@ def test_a_second_run_installs_nothing_new(tmp_path):
 
 
 def test_serving_adds_tensorflow_serving_api(tmp_path):
-    """The README's serving section: lottery-export --warmup needs the [serving] extra, which --serving adds."""
+    """docs/serving.md (and docs/setup.md): lottery-export --warmup needs the [serving] extra, which --serving adds."""
     lines = dry_run(tmp_path, ensurepip=True, venv="working", option="--serving")
     assert lines[-1] == "would run: .venv/bin/python -m pip install -q -e .[serving]"
 
