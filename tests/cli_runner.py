@@ -35,20 +35,28 @@ def load_cli(name: str):
     return importlib.import_module(module)
 
 
-def run_find(*argv: str):
-    """(exit code, stdout, stderr) of `lottery-find *argv`."""
-    find = load_cli("find")
+def run_main(name: str, *argv: str) -> int:
+    """The exit status of program tf_lottery.cli.<name> (`lottery-<name>`) run on `argv` in this process.
+    Whatever the run leaves behind is undone: its flags, its SIGTERM handler, and op determinism
+    (--deterministic turns it on for the whole process)."""
+    module = load_cli(name)
+    program = f"lottery-{name}"
     FLAGS.unparse_flags()
-    FLAGS(["lottery-find", *map(str, argv)])
-    out, err = io.StringIO(), io.StringIO()
-    previous = signal.getsignal(signal.SIGTERM)
+    previous = signal.getsignal(signal.SIGTERM)  # main() installs its own
     deterministic = tf_config.is_op_determinism_enabled()
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = find.main(["lottery-find"])
+        FLAGS([program, *map(str, argv)])
+        return module.main([program])
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if not deterministic:  # --deterministic turns it on for the whole process
+        if not deterministic:
             tf_config.disable_op_determinism()
         FLAGS.unparse_flags()
+
+
+def run_find(*argv: str):
+    """(exit code, stdout, stderr) of `lottery-find *argv`."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run_main("find", *argv)
     return code, out.getvalue(), err.getvalue()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 
@@ -53,20 +52,10 @@ def tree(path) -> dict:
 
 def cli(capfd, *args: str) -> tuple[int, str, list[str]]:
     """lottery-export run in this process: (exit code, stdout, stderr lines), read through pytest's capfd."""
-    from absl import flags
-
-    from cli_runner import load_cli
-
-    cli_export = load_cli("export")
+    from cli_runner import run_main
 
     capfd.readouterr()
-    handler = signal.getsignal(signal.SIGTERM)  # main() installs its own
-    try:
-        flags.FLAGS(["lottery-export", *args])
-        code = cli_export.main(["lottery-export"])
-    finally:
-        flags.FLAGS.unparse_flags()
-        signal.signal(signal.SIGTERM, handler)
+    code = run_main("export", *args)
     out, err = capfd.readouterr()
     return code, out, err.splitlines()
 

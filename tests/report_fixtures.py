@@ -19,18 +19,9 @@ CONTROL_OFFSETS = (0.1, 0.2)
 
 def lottery_report(capsys, *args):
     """Run the lottery-report CLI in-process: (exit status, stderr lines, stdout)."""
-    from absl import flags
+    from cli_runner import run_main
 
-    from cli_runner import load_cli
-
-    cli = load_cli("report")
-
-    flags.FLAGS.unparse_flags()
-    try:
-        flags.FLAGS(["lottery-report", *args])
-        status = cli.main(["lottery-report"])
-    finally:
-        flags.FLAGS.unparse_flags()
+    status = run_main("report", *args)
     captured = capsys.readouterr()
     return status, captured.err.splitlines(), captured.out
 

@@ -182,31 +182,19 @@ def test_not_a_run_is_one_line_error(tmp_path):
 
 
 def test_cli_errors_in_one_line_and_writes_report(replicates, tmp_path, capsys):
-    from absl import flags
+    from report_fixtures import lottery_report
 
-    from cli_runner import load_cli
+    status, err, _ = lottery_report(capsys, f"--run_dir={tmp_path}", f"--out={tmp_path / 'r'}")
+    assert status == 1 and len(err) == 1 and err[0].startswith("lottery-report: error: ")
 
-    cli = load_cli("report")
+    status, err, _ = lottery_report(capsys, f"--run_dir={replicates}", f"--out={tmp_path / 'r'}", "--levels=100,abc")
+    assert status == 1 and "--levels=100,abc must be numbers" in err[0]
 
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["lottery-report", f"--run_dir={tmp_path}", f"--out={tmp_path / 'r'}"])
-    assert cli.main(["lottery-report"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("lottery-report: error: ") and err.count("\n") == 1
-
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["lottery-report", f"--run_dir={replicates}", f"--out={tmp_path / 'r'}", "--levels=100,abc"])
-    assert cli.main(["lottery-report"]) == 1
-    assert "--levels=100,abc must be numbers" in capsys.readouterr().err
-
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["lottery-report", f"--run_dir={replicates}", f"--out={tmp_path / 'r'}",
-                 f"--data_out={tmp_path / 'd'}"])
-    assert cli.main(["lottery-report"]) == 0
-    assert "report of 2 run(s)" in capsys.readouterr().out
+    status, _, out = lottery_report(capsys, f"--run_dir={replicates}", f"--out={tmp_path / 'r'}",
+                                    f"--data_out={tmp_path / 'd'}")
+    assert status == 0 and "report of 2 run(s)" in out
     assert os.path.isfile(tmp_path / "r" / "accuracy.png")
     assert os.path.isfile(tmp_path / "d" / "seed_0" / "summary.json")
-    flags.FLAGS.unparse_flags()
 
 
 class _Eval:
