@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_lottery import config as C
-from tf_lottery import data
+from tf_lottery.data import datasets as data
 from tf_lottery import export as E
 
 

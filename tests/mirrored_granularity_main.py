@@ -21,8 +21,9 @@ import numpy as np  # noqa: E402
 import tf_lottery_models as zoo  # noqa: E402
 from fashion_slices import fashion_slice  # noqa: E402
 from tf_lottery import config as C  # noqa: E402
-from tf_lottery import distribute, unit_graph  # noqa: E402
-from tf_lottery import granularity as granular  # noqa: E402
+from tf_lottery.search import distribute  # noqa: E402
+from tf_lottery.masking import unit_graph  # noqa: E402
+from tf_lottery.masking import granularity as granular  # noqa: E402
 
 KINDS = {"fc1": "fc", "fc2": "fc", "output": "fc"}
 

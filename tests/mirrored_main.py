@@ -23,7 +23,9 @@ import tf_keras as keras  # noqa: E402
 import tf_lottery_models as zoo  # noqa: E402
 from fashion_slices import fashion_slice  # noqa: E402
 from tf_lottery import config as C  # noqa: E402
-from tf_lottery import distribute, inputs, pruning, training  # noqa: E402
+from tf_lottery.search import distribute, training  # noqa: E402
+from tf_lottery.data import inputs  # noqa: E402
+from tf_lottery.masking import pruning  # noqa: E402
 
 
 class ReplicaInvariants(keras.callbacks.Callback):

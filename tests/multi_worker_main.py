@@ -23,7 +23,7 @@ flags.DEFINE_float("worker_timeout", 60.0, "RuntimeConfig.worker_timeout in seco
 
 def main(out_prefix: str, output_dir: str) -> int:
     from tf_lottery import config as C
-    from tf_lottery import distribute
+    from tf_lottery.search import distribute
 
     # The strategy comes first: TF's runtime must not start before the cluster is configured.
     try:
@@ -38,7 +38,7 @@ def main(out_prefix: str, output_dir: str) -> int:
     import tf_keras as keras
 
     from fashion_slices import fashion_slice
-    from tf_lottery import pruning
+    from tf_lottery.masking import pruning
 
     class Checks(keras.callbacks.Callback):
         """Pruned weights are 0 after every step; the scratch run directory of a non-chief exists."""

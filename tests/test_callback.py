@@ -7,8 +7,9 @@ import tf_keras as keras
 import tf_lottery
 import tf_lottery_models as zoo
 from tf_lottery import config as C
-from tf_lottery import masks as mask_math
-from tf_lottery import pruning, strategies
+from tf_lottery.masking import masks as mask_math
+from tf_lottery.masking import pruning
+from tf_lottery import strategies
 
 from fashion_slices import as_float, fashion_slice
 

@@ -14,8 +14,8 @@ import tf_keras as keras
 import tf_lottery
 import tf_lottery_models as zoo
 from tf_lottery import config as C
-from tf_lottery import granularity as granular
-from tf_lottery import pruning, unit_graph
+from tf_lottery.masking import granularity as granular
+from tf_lottery.masking import pruning, unit_graph
 
 from export_helpers import tree
 from fashion_slices import as_float, fashion_slice

@@ -14,10 +14,13 @@ import tf_keras as keras
 
 import tf_lottery_models as zoo
 from tf_lottery import config as C
-from tf_lottery import branches, checkpoints
-from tf_lottery import masks as mask_math
-from tf_lottery import inputs, pruning, training
-from tf_lottery.run_directory import RunDirectory
+from tf_lottery import branches
+from tf_lottery.search import checkpoints
+from tf_lottery.masking import masks as mask_math
+from tf_lottery.data import inputs
+from tf_lottery.masking import pruning
+from tf_lottery.search import training
+from tf_lottery.search.run_directory import RunDirectory
 
 from fashion_slices import fashion_slice
 

@@ -13,7 +13,7 @@ import tf_keras
 
 import tf_lottery
 from tf_lottery import config as C
-from tf_lottery import pruning
+from tf_lottery.masking import pruning
 
 from fashion_slices import as_float, fashion_slice
 
@@ -78,7 +78,7 @@ def test_keras_3_code_keeps_working_after_a_search_when_keras_and_tensorflow_cam
         import tensorflow as tf
         import tf_lottery
         from tf_lottery import config as C
-        from tf_lottery import data
+        from tf_lottery.data import datasets as data
 
         splits = data.load("fashion_mnist")
         cfg = C.override(C.from_preset("lenet_300_100", "fast"), iterations=20, epochs=None, eval_every=10, rounds=2,

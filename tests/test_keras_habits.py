@@ -15,7 +15,8 @@ import tf_keras as keras
 import tf_lottery
 import tf_lottery_models as zoo
 from tf_lottery import config as C
-from tf_lottery import pruning, training
+from tf_lottery.masking import pruning
+from tf_lottery.search import training
 
 from fashion_slices import as_float, fashion_slice
 
@@ -216,7 +217,7 @@ class Scaled(keras.layers.Layer):
         return tf.matmul(x, self.kernel)
 
 
-class PrunableScaled(Scaled, tf_lottery.pruning.tfmot.sparsity.keras.PrunableLayer):
+class PrunableScaled(Scaled, tf_lottery.masking.pruning.tfmot.sparsity.keras.PrunableLayer):
     def get_prunable_weights(self):
         return [self.kernel]
 
@@ -340,7 +341,7 @@ def test_errors_from_python_name_the_field_not_a_flag():
 
 def test_submodules_are_attributes_of_the_package():
     assert callable(tf_lottery.data.load) and callable(tf_lottery.report.write_report)
-    assert issubclass(tf_lottery.distribute.WorkerLostError, RuntimeError)
+    assert issubclass(tf_lottery.search.distribute.WorkerLostError, RuntimeError)
     assert callable(tf_lottery.export.export_model)
 
 

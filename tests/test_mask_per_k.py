@@ -14,9 +14,10 @@ import pytest
 
 import tf_lottery
 from tf_lottery import config as C
-from tf_lottery import instability, per_k_search, report, stability
-from tf_lottery import masks as mask_math
-from tf_lottery.run_directory import RunDirectory
+from tf_lottery.analysis import linear_path as instability, per_k_search, instability as stability
+from tf_lottery.report import writer as report
+from tf_lottery.masking import masks as mask_math
+from tf_lottery.search.run_directory import RunDirectory
 
 ITERATIONS = 40
 K = 20

@@ -9,7 +9,7 @@ import tf_keras as keras
 
 import tf_lottery_models as zoo
 from tf_lottery import config as C
-from tf_lottery._tfmot import tfmot
+from tf_lottery.masking.tfmot import tfmot
 
 ALL_MODELS = ["conv2", "conv4", "conv6", "lenet_300_100", "resnet18", "vgg19"]
 # Small enough to be cheap, large enough for Conv-6's three pools.
@@ -213,7 +213,7 @@ def test_a_bad_preset_is_refused_when_registered(change, message):
 
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_every_zoo_model_keeps_its_masks_under_xla(name):
-    from tf_lottery import pruning
+    from tf_lottery.masking import pruning
 
     shape = (32, 32, 3) if name in ("vgg19", "resnet18") else (28, 28, 1)
     model = pruning.wrap(zoo.get_builder(name)(shape, seed=0))

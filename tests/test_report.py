@@ -10,8 +10,8 @@ import pytest
 
 import tf_lottery  # noqa: F401  (legacy Keras before TF)
 from report_fixtures import make_run, make_version_1_summary_only
-from tf_lottery import report
-from tf_lottery.progress import Progress
+from tf_lottery.report import writer as report
+from tf_lottery.search.progress import Progress
 
 
 @pytest.fixture
@@ -276,7 +276,7 @@ def test_real_replicates_report_and_tensorboard_scalars(tmp_path):
     import tensorflow as tf
 
     from tf_lottery import config as C
-    from tf_lottery import data as data_lib
+    from tf_lottery.data import datasets as data_lib
     from tf_lottery.cli.find import replicate_runs
 
     splits = data_lib.load("fashion_mnist")

@@ -16,7 +16,7 @@ import tf_keras as keras
 
 import tf_lottery
 from tf_lottery import config as config_lib
-from tf_lottery.training import TrainingDiverged
+from tf_lottery.search.training import TrainingDiverged
 
 FIND = [sys.executable, "-m", "tf_lottery.cli.find"]
 SMALL = [
@@ -247,7 +247,7 @@ def test_corrupted_mid_round_checkpoint_is_one_line(finished_run, tmp_path):
 
 
 def test_nan_loss_stops_the_round_and_keeps_earlier_rounds(tmp_path):
-    from tf_lottery import data
+    from tf_lottery.data import datasets as data
 
     splits = data.load("fashion_mnist")
     splits = dataclasses.replace(splits, train_images=splits.train_images[:600], train_labels=splits.train_labels[:600])
@@ -290,7 +290,7 @@ def test_nan_loss_from_the_shell_is_one_line(tmp_path):
 
 
 def test_empty_training_set_is_refused(tmp_path):
-    from tf_lottery import data
+    from tf_lottery.data import datasets as data
 
     splits = data.load("fashion_mnist")
     empty = dataclasses.replace(splits, train_images=splits.train_images[:0], train_labels=splits.train_labels[:0])

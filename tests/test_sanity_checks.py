@@ -11,7 +11,7 @@ import pytest
 
 import tf_lottery
 from tf_lottery import config as C
-from tf_lottery import pruning
+from tf_lottery.masking import pruning
 
 from fashion_slices import fashion_slice
 

@@ -10,7 +10,7 @@ import pytest
 
 import tf_lottery
 from tf_lottery import config as C
-from tf_lottery import inputs as inputs_lib
+from tf_lottery.data import inputs as inputs_lib
 from tf_lottery import strategies
 
 from fashion_slices import fashion_slice

@@ -10,8 +10,8 @@ import tf_keras as keras
 import tf_lottery
 
 from tf_lottery import config as C
-from tf_lottery import masks as mask_math
-from tf_lottery import pruning
+from tf_lottery.masking import masks as mask_math
+from tf_lottery.masking import pruning
 
 from fashion_slices import as_float, fashion_slice
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from tf_lottery import masks as mask_math
-from tf_lottery import granularity as granular
+from tf_lottery.masking import masks as mask_math
+from tf_lottery.masking import granularity as granular
 from tf_lottery.branches.base import Branch, BranchInputs
 
 

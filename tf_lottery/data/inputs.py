@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import tensorflow as tf
 
-from tf_lottery import distribute
+from tf_lottery.search import distribute
 
 
 @dataclasses.dataclass
@@ -146,7 +146,7 @@ def _one_hot(labels: np.ndarray) -> bool:
 
 def _fingerprint(**splits) -> str:
     """The data fingerprint (`data.fingerprint_arrays`) of the arrays actually trained and evaluated on."""
-    from tf_lottery import data
+    from tf_lottery.data import datasets as data
 
     named = {}
     for name, value in splits.items():
@@ -279,7 +279,7 @@ def from_datasets(train, validation, test, batch_size: int, example_rank: Option
 def from_config(config, splits=None) -> Inputs:
     """The dataset `config.data` names, loaded as it says (or the `splits` given, e.g. the user's arrays)."""
     if splits is None:
-        from tf_lottery import data as data_lib
+        from tf_lottery.data import datasets as data_lib
 
         data = config.data
         splits = data_lib.load(data.dataset, data_dir=data.data_dir, validation_size=data.validation_size)

@@ -131,7 +131,7 @@ def evaluate_path(
     """Evaluate the error at `points` evenly spaced alphas from a (0) to b (1).
 
     Each point's weights are written with `restore(model, weights)`; the default,
-    `tf_lottery.pruning.restore`, re-applies the model's masks, so pruned weights stay 0 even
+    `tf_lottery.masking.pruning.restore`, re-applies the model's masks, so pruned weights stay 0 even
     if the endpoints were not exactly 0 there. The model is left holding weights_b.
 
     Args:
@@ -140,7 +140,7 @@ def evaluate_path(
         weights_b: weights of the second copy, same structure.
         evaluate_fn: `evaluate_fn(model) -> error`, e.g. test error as a fraction.
         points: number of alphas, at least 2; the paper uses 30.
-        restore: `restore(model, weights)`; defaults to `tf_lottery.pruning.restore`.
+        restore: `restore(model, weights)`; defaults to `tf_lottery.masking.pruning.restore`.
 
     Returns:
         PathResult with the alphas, the errors and the barrier.
@@ -151,7 +151,7 @@ def evaluate_path(
     if not (isinstance(points, (int, np.integer)) and points >= 2):
         raise ValueError(f"points {points!r} must be an integer of 2 or more")
     if restore is None:
-        from tf_lottery import pruning
+        from tf_lottery.masking import pruning
 
         restore = pruning.restore
     alphas = np.linspace(0.0, 1.0, int(points))

@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from tf_lottery.errors import first_line
 from tf_lottery.config import STRATEGIES, RuntimeConfig
-from tf_lottery.run_directory import RunDirectory
+from tf_lottery.search.run_directory import RunDirectory
 
 # What TF raises when a peer dies, hangs past a collective timeout or never registers.
 PEER_ERRORS = (

@@ -22,8 +22,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tf_lottery._tfmot import tfmot
-from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry  # noqa: E402  (after _tfmot)
+from tf_lottery.masking.tfmot import tfmot
+from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry  # noqa: E402  (after tfmot)
 
 _BOOKKEEPING = ("mask", "threshold", "pruning_step")
 _PrunableLayer = tfmot.sparsity.keras.PrunableLayer
@@ -103,7 +103,7 @@ def _leaf_layers(model) -> list:
 def check_keras_model(model) -> None:
     """Refuse what TF-MOT cannot wrap (non-tf-keras objects, subclassed models) in one line."""
     if not isinstance(model, keras.Model):
-        from tf_lottery import keras3
+        from tf_lottery.keras3 import convert as keras3
 
         kind = type(model).__module__ + "." + type(model).__name__
         if keras3.is_keras3_model(model):

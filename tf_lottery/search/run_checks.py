@@ -176,7 +176,7 @@ def select_round(rows: Sequence[dict], which) -> int:
     return index
 
 
-# Keys of an instability result (`instability/level_RR_k_KKKKK/path.json`, tf_lottery.stability).
+# Keys of an instability result (`instability/level_RR_k_KKKKK/path.json`, tf_lottery.analysis.instability).
 INSTABILITY_KEYS = {
     "level": int,
     "rewind_step": int,
@@ -208,7 +208,7 @@ def check_instability(path: str, result: Any, level: Optional[int] = None, rewin
     The barrier must be the errors' own (`instability.error_barrier`); `level`, `rewind_step` and
     `variant`, when given, must be the ones its folder names.
     """
-    from tf_lottery.instability import error_barrier  # NumPy only
+    from tf_lottery.analysis.linear_path import error_barrier  # NumPy only
 
     optional = set(result) & set(INSTABILITY_OPTIONAL_KEYS) if isinstance(result, dict) else set()
     if not isinstance(result, dict) or set(result) - optional != set(INSTABILITY_KEYS):

@@ -24,7 +24,7 @@ import sys
 
 import numpy as np
 
-from tf_lottery.keras3_graph import (  # noqa: F401  (re-exported)
+from tf_lottery.keras3.graph import (  # noqa: F401  (re-exported)
     KERAS3, TF_KERAS, SUPPORTED_ACTIVATIONS, SUPPORTED_LAYERS, SUPPORTED_POLICIES, class_path, masked_weights,
     Rebuild, copy_weights,
 )
@@ -86,7 +86,7 @@ def to_keras3(tf_model, template=None):
 
     Args:
         tf_model: a tf-keras Sequential or functional model, possibly wrapped by
-            `tf_lottery.pruning.wrap`.
+            `tf_lottery.masking.pruning.wrap`.
         template: the user's original Keras 3 model. When given, the result is
             `keras.models.clone_model(template)` (the user's exact layers and configs) holding
             `tf_model`'s weights, matched by layer name. Otherwise the Keras 3 model is rebuilt
@@ -125,7 +125,7 @@ def _stripped(tf_model):
     """`tf_model` without TF-MOT wrappers, and the masks of its wrapped layers by id of the layer."""
     if not any(hasattr(layer, "pruning_vars") for layer in tf_model.layers):
         return tf_model, {}
-    from tf_lottery import pruning
+    from tf_lottery.masking import pruning
 
     # strip_pruning hands back the wrapped layers themselves, so they identify their masks.
     masks = {id(w.layer): w.pruning_vars[0][1].numpy() for w in pruning.prunable_layers(tf_model)}
