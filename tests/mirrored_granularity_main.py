@@ -34,7 +34,7 @@ def main(out_path: str, workdir: str) -> None:
     units = unit_graph.trace(zoo.get_builder("lenet_300_100")((28, 28, 1)), ("fc1", "fc2", "output"))
     report = {"replicas": mirrored.num_replicas_in_sync}
     for granularity in ("unit", "block"):
-        config = C.override(C.from_preset("lenet_300_100", "fast"), iterations=30, epochs=None, eval_every=30,
+        config = C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=30, epochs=None, eval_every=30,
                             checkpoint_every=0, batch_size=60, rounds=2, fc_rate=0.5, granularity=granularity,
                             controls=("random_prune",))
         tickets = {}

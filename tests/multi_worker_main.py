@@ -64,7 +64,7 @@ def main(out_prefix: str, output_dir: str) -> int:
             self.scratch_configs = sorted(glob.glob(pattern))
 
     splits = fashion_slice(train=2000, validation=500, test=1001)
-    config = C.from_preset("lenet_300_100", "fast")
+    config = tf_lottery.from_preset("lenet_300_100", "fast")
     config = dataclasses.replace(
         config,
         training=dataclasses.replace(config.training, iterations=40, eval_every=20, checkpoint_every=20, batch_size=60),

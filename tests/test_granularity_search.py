@@ -25,7 +25,7 @@ FIND = [sys.executable, "-m", "tf_lottery.cli.find"]
 
 
 def _config(granularity, rounds=3, rate=0.5, iterations=20, **pruning_values):
-    cfg = C.from_preset("lenet_300_100", "fast")
+    cfg = tf_lottery.from_preset("lenet_300_100", "fast")
     return dataclasses.replace(
         cfg,
         training=dataclasses.replace(cfg.training, iterations=iterations, eval_every=iterations, checkpoint_every=0),

@@ -68,7 +68,7 @@ class Recorder(keras.callbacks.Callback):
 
 
 def lenet_config(iterations=100, eval_every=50, rounds=3, **pruning_fields):
-    cfg = C.from_preset("lenet_300_100", "fast")
+    cfg = tf_lottery.from_preset("lenet_300_100", "fast")
     return C.override(cfg, iterations=iterations, epochs=None, eval_every=eval_every, checkpoint_every=eval_every,
                       rounds=rounds, **pruning_fields)
 

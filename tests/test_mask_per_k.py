@@ -25,7 +25,7 @@ K = 20
 
 def tiny_config(**fields):
     fields = {"rounds": 3, **fields}
-    return C.override(C.from_preset("lenet_300_100", "fast"), iterations=ITERATIONS, epochs=None, eval_every=20,
+    return C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=ITERATIONS, epochs=None, eval_every=20,
                       checkpoint_every=20, train_subset=600, validation_size=500, deterministic=True, **fields)
 
 

@@ -170,14 +170,14 @@ PAPER_PRESETS = {
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_presets_match_the_paper(name):
     assert dict(zoo.get_preset(name)) == PAPER_PRESETS[name]
-    config = C.from_preset(name, "paper")
+    config = zoo.from_preset(name, "paper")
     for field, value in PAPER_PRESETS[name].items():
         assert config.flat()[field] == value, field
 
 
 def test_small_nets_prune_fc_at_20_percent_and_output_at_half():
     for name in ["conv2", "conv4", "conv6", "lenet_300_100"]:
-        pruning = C.from_preset(name).pruning
+        pruning = zoo.from_preset(name).pruning
         assert pruning.fc_rate == 0.2 and pruning.output_rate is None and pruning.pruning_scope == "layerwise"
 
 

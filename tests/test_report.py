@@ -285,7 +285,7 @@ def test_real_replicates_report_and_tensorboard_scalars(tmp_path):
         splits, train_images=splits.train_images[:n], train_labels=splits.train_labels[:n],
         validation_images=splits.validation_images[:500], validation_labels=splits.validation_labels[:500],
         test_images=splits.test_images[:500], test_labels=splits.test_labels[:500])
-    cfg = C.from_preset("lenet_300_100", "fast")
+    cfg = tf_lottery.from_preset("lenet_300_100", "fast")
     cfg = dataclasses.replace(
         cfg, training=dataclasses.replace(cfg.training, iterations=40, eval_every=20, checkpoint_every=0),
         pruning=dataclasses.replace(cfg.pruning, rounds=2, controls=("random_reinit",)))

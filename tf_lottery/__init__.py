@@ -26,7 +26,7 @@ _EXPORTS = {
     "PruningConfig": "tf_lottery.config",
     "RuntimeConfig": "tf_lottery.config",
     "TrainingConfig": "tf_lottery.config",
-    "from_preset": "tf_lottery.config",
+    "from_preset": "tf_lottery_models",
     "override": "tf_lottery.config",
     "Ticket": "tf_lottery.search.ticket",
     "find_ticket": "tf_lottery.search.find",
