@@ -321,7 +321,7 @@ def _open(run: RunDirectory, record: dict, config, strategy, model, splits) -> S
             f"{run.path} was trained on other data (data fingerprint {saved}, now {inputs.fingerprint}): the images "
             f"or labels loaded for dataset {config.data.dataset!r} differ; give the run's data (--data_dir)"
         )
-    inputs = inputs_lib.for_strategy(inputs, strategy, config.training.batch_size)
+    inputs = distribute.for_strategy(inputs, strategy, config.training.batch_size)
     keras.utils.set_random_seed(config.runtime.seed)
     with strategy.scope():
         wrapped, _, _ = loading.rebuild(record, model)

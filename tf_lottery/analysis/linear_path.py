@@ -26,6 +26,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from tf_lottery.search.run_checks import error_barrier  # noqa: F401  (re-exported: the path's barrier)
+
 
 @dataclasses.dataclass(frozen=True)
 class PathResult:
@@ -95,29 +97,6 @@ def interpolate(
         mix = ((1.0 - alpha) * a.astype(np.float64) + alpha * b.astype(np.float64)).astype(a.dtype)
         result.append(np.where(a == b, a, mix))
     return result
-
-
-def error_barrier(errors: Sequence[float]) -> float:
-    """The paper's instability: max error along the path minus the mean of the endpoints' errors.
-
-    The max runs over all points, endpoints included, so the result is >= 0; identical errors
-    everywhere give exactly 0.
-
-    Args:
-        errors: errors at increasing alpha, errors[0] at network a and errors[-1] at network b.
-
-    Returns:
-        max(errors) - (errors[0] + errors[-1]) / 2.
-
-    Raises:
-        ValueError: fewer than two errors, or a NaN among them.
-    """
-    values = np.asarray(errors, np.float64)
-    if values.ndim != 1 or values.size < 2:
-        raise ValueError(f"need the errors at two or more points of the path, got {values.size}")
-    if np.any(np.isnan(values)):
-        raise ValueError("errors along the path contain NaN")
-    return float(values.max() - (values[0] + values[-1]) / 2.0)
 
 
 def evaluate_path(

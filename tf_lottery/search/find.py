@@ -281,7 +281,7 @@ class _Setup:
             raise ValueError(f"rewind_step={config.pruning.rewind_step} is past the end of training ({total} "
                              f"iterations); allowed: 0 <= rewind_step < {total}")
         batch_size = None if isinstance(train, tf.data.Dataset) else config.training.batch_size
-        inputs = inputs_lib.for_strategy(inputs, strategy, batch_size)
+        inputs = distribute.for_strategy(inputs, strategy, batch_size)
         return cls(config, inputs, strategy, model, compiled, template, config.data.dataset if train is None else "train")
 
 
