@@ -15,7 +15,6 @@ several prunable weights (`lstm/recurrent_kernel`).
 from __future__ import annotations
 
 import dataclasses
-import sys
 import warnings
 from typing import Mapping, Optional
 
@@ -23,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from tf_lottery.masking.keras_kind import is_keras3_model
 from tf_lottery.masking.tfmot import tfmot
 from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry  # noqa: E402  (after tfmot)
 
@@ -101,20 +101,11 @@ def _leaf_layers(model) -> list:
     return out
 
 
-def _is_keras3_model(obj) -> bool:
-    """Whether `obj` is a Keras 3 model: `tf_lottery.keras3.is_keras3_model`'s check, kept here too.
-
-    tf_lottery.keras3 builds on this module (it strips wrappers), so this module does not import it.
-    """
-    keras3 = sys.modules.get("keras")  # not imported here: unimported, `obj` cannot be one of its models
-    return keras3 is not None and str(getattr(keras3, "__version__", "")).startswith("3.") and isinstance(obj, keras3.Model)
-
-
 def check_keras_model(model) -> None:
     """Refuse what TF-MOT cannot wrap (non-tf-keras objects, subclassed models) in one line."""
     if not isinstance(model, keras.Model):
         kind = type(model).__module__ + "." + type(model).__name__
-        if _is_keras3_model(model):
+        if is_keras3_model(model):
             raise ValueError(
                 f"model {model.name!r} is a Keras 3 model, not a tf-keras model, which TF-MOT needs; "
                 "carry it over with tf_lottery.keras3.to_tf_keras(model) (find_ticket does it for you)"
