@@ -42,14 +42,14 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tf_lottery import branches
-from tf_lottery.data import raw_files
-from tf_lottery.search import distribute, training
-from tf_lottery.analysis import linear_path, per_k_search
-from tf_lottery.masking import pruning
-from tf_lottery.data import inputs as inputs_lib
 from tf_lottery import config as config_lib
-from tf_lottery.masking import masks as mask_math
+from tf_lottery.analysis import linear_path, per_k_search
+from tf_lottery.data import inputs as inputs_lib
+from tf_lottery.data import raw_files
 from tf_lottery.files import atomic_write_json, corrupt, load_json
+from tf_lottery.masking import masks as mask_math
+from tf_lottery.masking import pruning
+from tf_lottery.search import distribute, training
 from tf_lottery.search.levels import Search
 from tf_lottery.search.run_checks import check_stage
 from tf_lottery.search.run_directory import CorruptRunError, RunDirectory

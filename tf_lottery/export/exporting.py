@@ -16,12 +16,12 @@ from typing import Optional, Union
 import numpy as np
 import tf_keras as keras
 
-from tf_lottery.search import checkpoints, training
 from tf_lottery import files
-from tf_lottery.masking import pruning
-from tf_lottery.masking import masks as mask_math
 from tf_lottery.export import saved_model, versions
 from tf_lottery.export.compact import compact_model
+from tf_lottery.masking import masks as mask_math
+from tf_lottery.masking import pruning
+from tf_lottery.search import checkpoints, training
 from tf_lottery.export.layout import (
     FORMATS, INPUT_NAME, MAX_WARMUP, METADATA_FILE, OUTPUT_NAMES, SIGNATURE, TFLITE_FILE, WARMUP_FILE,
 )

@@ -16,12 +16,12 @@ from typing import Callable, Optional, Union
 import numpy as np
 import tf_keras as keras
 
-from tf_lottery.search import building, checkpoints
+from tf_lottery.config import ExperimentConfig
+from tf_lottery.errors import first_line
+from tf_lottery.export.layout import CHECK_EXAMPLES
 from tf_lottery.masking import masks as mask_math
 from tf_lottery.masking import pruning
-from tf_lottery.errors import first_line
-from tf_lottery.config import ExperimentConfig
-from tf_lottery.export.layout import CHECK_EXAMPLES
+from tf_lottery.search import building, checkpoints
 from tf_lottery.search.run_checks import select_round
 from tf_lottery.search.run_directory import RunDirectory
 

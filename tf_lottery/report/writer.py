@@ -18,10 +18,10 @@ import dataclasses
 import os
 from typing import Optional, Sequence
 
-from tf_lottery.data import raw_files
-from tf_lottery.report import instability
 from tf_lottery.branches import MAIN
+from tf_lottery.data import raw_files
 from tf_lottery.files import make_directories, remove_directories, atomic_write_bytes, atomic_write_json, temporary_name
+from tf_lottery.report import instability
 from tf_lottery.report.data import (
     METRICS, PAPER_LEVELS, Series, choose_rounds, compare_curves, compare_key, comparison_table, curves, matched_table, round_levels,
     table,

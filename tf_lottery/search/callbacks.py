@@ -19,9 +19,9 @@ import numpy as np
 import tf_keras as keras
 
 from tf_lottery import branches, strategies
-from tf_lottery.masking import pruning
-from tf_lottery.masking import masks as mask_math
 from tf_lottery.config import PruningConfig, RuntimeConfig
+from tf_lottery.masking import masks as mask_math
+from tf_lottery.masking import pruning
 
 
 def _build_optimizer(optimizer, variables) -> None:

@@ -27,9 +27,9 @@ from typing import Iterator, Optional
 import numpy as np
 import tensorflow as tf
 
-from tf_lottery.errors import first_line
 from tf_lottery.config import STRATEGIES, RuntimeConfig
 from tf_lottery.data.inputs import Inputs
+from tf_lottery.errors import first_line
 from tf_lottery.search.run_directory import RunDirectory
 
 # What TF raises when a peer dies, hangs past a collective timeout or never registers.

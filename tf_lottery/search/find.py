@@ -20,12 +20,12 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tf_lottery import branches, strategies
-from tf_lottery.search import building, distribute, training
-from tf_lottery.data import inputs as inputs_lib
-from tf_lottery.masking import pruning
 from tf_lottery import config as config_lib
-from tf_lottery.data import raw_files
 from tf_lottery.config import ExperimentConfig
+from tf_lottery.data import inputs as inputs_lib
+from tf_lottery.data import raw_files
+from tf_lottery.masking import pruning
+from tf_lottery.search import building, distribute, training
 from tf_lottery.search.levels import Search
 from tf_lottery.search.run_directory import RunDirectory
 from tf_lottery.search.ticket import Ticket

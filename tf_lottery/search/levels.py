@@ -20,13 +20,13 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tf_lottery import branches, strategies
-from tf_lottery.search import checkpoints, training
-from tf_lottery.masking import pruning
-from tf_lottery.masking import granularity as granular
-from tf_lottery.masking import masks as mask_math
-from tf_lottery.search import run_directory as rundir
 from tf_lottery.config import ExperimentConfig
 from tf_lottery.files import load_json
+from tf_lottery.masking import granularity as granular
+from tf_lottery.masking import masks as mask_math
+from tf_lottery.masking import pruning
+from tf_lottery.search import checkpoints, training
+from tf_lottery.search import run_directory as rundir
 from tf_lottery.search.run_directory import CorruptRunError, RunDirectory
 
 SCORE_BATCH_COUNT = 4  # batches a data-dependent score reads (240 examples at the paper's batch of 60)

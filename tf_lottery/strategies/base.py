@@ -13,9 +13,9 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
+from tf_lottery.config import PruningConfig
 from tf_lottery.masking import granularity as granular
 from tf_lottery.masking import masks as mask_math
-from tf_lottery.config import PruningConfig
 
 Masks = dict[str, np.ndarray]
 
