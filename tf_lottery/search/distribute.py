@@ -15,6 +15,7 @@ address fails in one line instead of a traceback or a hang of minutes inside Ten
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
