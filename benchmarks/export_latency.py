@@ -21,7 +21,6 @@ import tf_lottery  # noqa: F401  (before TensorFlow: tf-keras)
 import numpy as np
 import tensorflow as tf
 
-from tf_lottery import config as C
 from tf_lottery.data import datasets as data
 from tf_lottery import export as E
 

@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import tf_lottery
-from tf_lottery import config as C
 
 from fashion_slices import fashion_slice
 

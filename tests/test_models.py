@@ -8,7 +8,6 @@ import pytest
 import tf_keras as keras
 
 import tf_lottery_models as zoo
-from tf_lottery import config as C
 from tf_lottery.masking.tfmot import tfmot
 
 ALL_MODELS = ["conv2", "conv4", "conv6", "lenet_300_100", "resnet18", "vgg19"]

@@ -15,7 +15,6 @@ import tensorflow as tf
 import tf_keras as keras
 
 import tf_lottery
-from tf_lottery import config as config_lib
 from tf_lottery.search.training import TrainingDiverged
 
 FIND = [sys.executable, "-m", "tf_lottery.cli.find"]
