@@ -21,15 +21,14 @@ import tf_lottery  # noqa: F401  (before TensorFlow: tf-keras)
 import numpy as np
 import tensorflow as tf
 
-from tf_lottery import config as C
-from tf_lottery import data
+from tf_lottery.data import datasets as data
 from tf_lottery import export as E
 
 
 def make_run(out: str, model: str, rounds: int, rate: float, iterations: int, splits) -> str:
     if os.path.exists(os.path.join(out, "summary.json")):
         return out
-    cfg = C.from_preset(model, "fast")
+    cfg = tf_lottery.from_preset(model, "fast")
     cfg = dataclasses.replace(
         cfg,
         training=dataclasses.replace(cfg.training, iterations=iterations, eval_every=iterations, checkpoint_every=0),

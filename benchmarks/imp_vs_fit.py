@@ -28,8 +28,11 @@ import tensorflow as tf
 import tf_keras as keras
 
 import tf_lottery_models as zoo
-from tf_lottery import data as data_lib
-from tf_lottery import inputs, pruning, strategies, training
+from tf_lottery.data import datasets as data_lib
+from tf_lottery.data import inputs
+from tf_lottery.masking import pruning
+from tf_lottery import strategies
+from tf_lottery.search import training
 from tf_lottery.config import PruningConfig, TrainingConfig
 
 BATCH = 60

@@ -34,7 +34,8 @@ def main(argv):
     import numpy as np
     import tf_keras as keras
 
-    from tf_lottery import data, masks, pruning, scoring
+    from tf_lottery.data import datasets as data
+    from tf_lottery.masking import masks, pruning, scoring
     import tf_lottery_models as zoo
 
     splits = data.load("fashion_mnist", source="local")

@@ -36,10 +36,12 @@ def measure(strategy_name: str, batch_size: int, steps: int, warmup: int) -> dic
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from tf_lottery import config as C
-    from tf_lottery import distribute, inputs, pruning, training
+    from tf_lottery.search import distribute, training
+    from tf_lottery.data import inputs
+    from tf_lottery.masking import pruning
 
     import tf_lottery_models as zoo
-    from tf_lottery import data
+    from tf_lottery.data import datasets as data
 
     strategy = distribute.get_strategy(C.RuntimeConfig(strategy=strategy_name, worker_timeout=120))
     splits = data.load("fashion_mnist", source="local")

@@ -1,8 +1,9 @@
 """Model builders registered by name, each with the paper's hyperparameters as a preset.
 
 A preset is a set of flat config fields (`tf_lottery.config` names: `learning_rate`,
-`fc_rate`, ...) that override the defaults of `ExperimentConfig`; `config.from_preset` applies
-it. Registering checks it by building the config, so a typo fails at import, not mid-run.
+`fc_rate`, ...) that override the defaults of `ExperimentConfig`; `from_preset` (also
+`tf_lottery.from_preset`) applies it. Registering checks it by building the config, so a typo
+fails at import, not mid-run. The zoo imports the config, never the other way round.
 """
 
 from collections.abc import Callable
@@ -10,6 +11,8 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 import tf_keras as keras
+
+from tf_lottery import config as config_lib
 
 # build(input_shape, num_classes=10, dropout_rate=0.0, seed=None) -> keras.Model
 Builder = Callable[..., keras.Model]
@@ -20,8 +23,6 @@ _PRESETS: dict[str, Mapping[str, Any]] = {}
 
 def register(name: str, preset: Mapping[str, Any]) -> Callable[[Builder], Builder]:
     """Decorator: register a builder under `name` with its paper preset (flat config fields)."""
-    from tf_lottery import config as config_lib
-
     config_lib.override(config_lib.ExperimentConfig(), **preset)  # a bad field or value fails here
 
     def decorate(builder: Builder) -> Builder:
@@ -49,6 +50,15 @@ def get_preset(name: str) -> Mapping[str, Any]:
     """The paper's config fields for `name`; ValueError listing known names if none."""
     _known(name)
     return _PRESETS[name]
+
+
+def from_preset(model: str, preset: str = "paper", dataset: str = "fashion_mnist"):
+    """The paper's hyperparameters for a zoo model ('paper'), or the same with 4 epochs a round ('fast').
+
+    Returns:
+        An `ExperimentConfig`; ValueError in one line for an unknown model or preset.
+    """
+    return config_lib.preset_config(model, get_preset(model), preset, dataset)
 
 
 def names() -> list[str]:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import tf_lottery
-from tf_lottery import config as C
 
 from fashion_slices import fashion_slice
 
@@ -21,7 +20,7 @@ def make_run(out: str, model: str = "lenet_300_100", rounds: int = 2, rate: floa
              train: int = 600, source=None, granularity: str = "weight", test: int = 200):
     """A real run on a Fashion-MNIST slice (the zoo model, or `source`: the user's own); returns the Ticket."""
     splits = fashion_slice(train=train, validation=100, test=test)
-    cfg = C.from_preset(model, "fast")
+    cfg = tf_lottery.from_preset(model, "fast")
     cfg = dataclasses.replace(
         cfg,
         training=dataclasses.replace(cfg.training, iterations=iterations, eval_every=iterations, checkpoint_every=0),

@@ -5,7 +5,7 @@ import types
 
 import numpy as np
 
-from tf_lottery import data
+from tf_lottery.data import datasets as data
 
 
 @functools.lru_cache(maxsize=1)

@@ -21,8 +21,9 @@ import numpy as np  # noqa: E402
 import tf_lottery_models as zoo  # noqa: E402
 from fashion_slices import fashion_slice  # noqa: E402
 from tf_lottery import config as C  # noqa: E402
-from tf_lottery import distribute, unit_graph  # noqa: E402
-from tf_lottery import granularity as granular  # noqa: E402
+from tf_lottery.search import distribute  # noqa: E402
+from tf_lottery.masking import unit_graph  # noqa: E402
+from tf_lottery.masking import granularity as granular  # noqa: E402
 
 KINDS = {"fc1": "fc", "fc2": "fc", "output": "fc"}
 
@@ -33,7 +34,7 @@ def main(out_path: str, workdir: str) -> None:
     units = unit_graph.trace(zoo.get_builder("lenet_300_100")((28, 28, 1)), ("fc1", "fc2", "output"))
     report = {"replicas": mirrored.num_replicas_in_sync}
     for granularity in ("unit", "block"):
-        config = C.override(C.from_preset("lenet_300_100", "fast"), iterations=30, epochs=None, eval_every=30,
+        config = C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=30, epochs=None, eval_every=30,
                             checkpoint_every=0, batch_size=60, rounds=2, fc_rate=0.5, granularity=granularity,
                             controls=("random_prune",))
         tickets = {}

@@ -23,7 +23,9 @@ import tf_keras as keras  # noqa: E402
 import tf_lottery_models as zoo  # noqa: E402
 from fashion_slices import fashion_slice  # noqa: E402
 from tf_lottery import config as C  # noqa: E402
-from tf_lottery import distribute, inputs, pruning, training  # noqa: E402
+from tf_lottery.search import distribute, training  # noqa: E402
+from tf_lottery.data import inputs  # noqa: E402
+from tf_lottery.masking import pruning  # noqa: E402
 
 
 class ReplicaInvariants(keras.callbacks.Callback):
@@ -71,7 +73,7 @@ def search(strategy, splits, config, output_dir, callbacks=()):
 
 def main(out_path: str, workdir: str) -> None:
     splits = fashion_slice(train=2000, validation=500, test=1001)  # 1001: a last batch of 1 example
-    config = C.override(C.from_preset("lenet_300_100", "fast"), iterations=40, epochs=None, eval_every=20,
+    config = C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=40, epochs=None, eval_every=20,
                         checkpoint_every=20, batch_size=60, rounds=2, controls=("random_reinit", "random_prune"))
     mirrored = distribute.get_strategy(C.RuntimeConfig(strategy="mirrored"))
     invariants = ReplicaInvariants()

@@ -23,7 +23,7 @@ flags.DEFINE_float("worker_timeout", 60.0, "RuntimeConfig.worker_timeout in seco
 
 def main(out_prefix: str, output_dir: str) -> int:
     from tf_lottery import config as C
-    from tf_lottery import distribute
+    from tf_lottery.search import distribute
 
     # The strategy comes first: TF's runtime must not start before the cluster is configured.
     try:
@@ -38,7 +38,7 @@ def main(out_prefix: str, output_dir: str) -> int:
     import tf_keras as keras
 
     from fashion_slices import fashion_slice
-    from tf_lottery import pruning
+    from tf_lottery.masking import pruning
 
     class Checks(keras.callbacks.Callback):
         """Pruned weights are 0 after every step; the scratch run directory of a non-chief exists."""
@@ -64,7 +64,7 @@ def main(out_prefix: str, output_dir: str) -> int:
             self.scratch_configs = sorted(glob.glob(pattern))
 
     splits = fashion_slice(train=2000, validation=500, test=1001)
-    config = C.from_preset("lenet_300_100", "fast")
+    config = tf_lottery.from_preset("lenet_300_100", "fast")
     config = dataclasses.replace(
         config,
         training=dataclasses.replace(config.training, iterations=40, eval_every=20, checkpoint_every=20, batch_size=60),

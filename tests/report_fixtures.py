@@ -9,8 +9,8 @@ import json
 import os
 
 from tf_lottery import config as config_lib
-from tf_lottery.run_checks import stage_row
-from tf_lottery.run_directory import RunDirectory
+from tf_lottery.search.run_checks import stage_row
+from tf_lottery.search.run_directory import RunDirectory
 
 REMAINING = [1.0, 0.8, 0.64, 0.512]
 LAYERS = [{"fc1": 1.0, "out": 1.0}, {"fc1": 0.8, "out": 0.9}, {"fc1": 0.64, "out": 0.81}, {"fc1": 0.512, "out": 0.729}]

@@ -13,7 +13,8 @@ import tf_keras as keras
 
 import tf_lottery
 from tf_lottery import config as C
-from tf_lottery import pruning, strategies
+from tf_lottery.masking import pruning
+from tf_lottery import strategies
 
 from cli_runner import run_find
 

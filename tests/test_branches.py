@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tf_lottery import branches as B
-from tf_lottery import masks as M
+from tf_lottery.masking import masks as M
 from tf_lottery.branches import BranchInputs
 
 f32 = np.float32
@@ -127,7 +127,7 @@ def ticket():
     """A wrapped 3-5-(batch norm)-4 network, a ticket mask of it, and rewind weights with non-zero biases."""
     import tf_keras as keras
 
-    from tf_lottery import pruning
+    from tf_lottery.masking import pruning
 
     init = keras.initializers.GlorotNormal
     model = keras.Sequential([
@@ -174,7 +174,7 @@ def test_reinit_branches_keep_the_masks_and_every_weight_but_the_kernels(ticket,
 
 
 def test_random_reinit_draws_new_kernels_from_the_seed(ticket):
-    from tf_lottery import pruning
+    from tf_lottery.masking import pruning
 
     wrapped, _, weights, positions = ticket
     _, values = start("random_reinit", ticket, seed=3)
@@ -206,7 +206,7 @@ def test_random_reinit_draws_each_kernel_from_its_layers_initializer_seeded_by_t
 
 
 def test_sign_reinit_keeps_the_signs_with_fresh_magnitudes(ticket):
-    from tf_lottery import pruning
+    from tf_lottery.masking import pruning
 
     wrapped, _, weights, positions = ticket
     _, values = start("sign_reinit", ticket, seed=3)

@@ -7,8 +7,9 @@ import tf_keras as keras
 import tf_lottery
 import tf_lottery_models as zoo
 from tf_lottery import config as C
-from tf_lottery import masks as mask_math
-from tf_lottery import pruning, strategies
+from tf_lottery.masking import masks as mask_math
+from tf_lottery.masking import pruning
+from tf_lottery import strategies
 
 from fashion_slices import as_float, fashion_slice
 
@@ -112,7 +113,7 @@ def test_a_rewind_step_never_reached_is_one_line(data):
     with pytest.raises(ValueError, match=r"rewind_step=10000 was never reached.*iteration 20") as info:
         model.fit(images, labels, batch_size=60, epochs=1, callbacks=[callback], verbose=0)
     assert "\n" not in str(info.value)
-    cfg = C.override(C.from_preset("lenet_300_100", "fast"), iterations=20, epochs=None, eval_every=20, rounds=2,
+    cfg = C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=20, epochs=None, eval_every=20, rounds=2,
                      rewind_step=20)
     with pytest.raises(ValueError, match=r"rewind_step=20 is past the end.*0 <= rewind_step < 20") as info:
         tf_lottery.find_ticket(config=cfg, splits=fashion_slice(train=1200, validation=100, test=200), log=lambda s: None)
@@ -160,7 +161,7 @@ def test_the_callback_and_find_ticket_give_the_same_masks(pruning_strategy):
     """One mask step, one seed rule: fed find_ticket's trained kernels of each round, the callback
     prunes to find_ticket's next mask (random pruning shows the seeds agree, magnitude the rule)."""
     seed = 7
-    cfg = C.override(C.from_preset("lenet_300_100", "fast"), iterations=20, epochs=None, eval_every=20, rounds=3,
+    cfg = C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=20, epochs=None, eval_every=20, rounds=3,
                      seed=seed, pruning_strategy=pruning_strategy)
     ticket = tf_lottery.find_ticket(config=cfg, splits=fashion_slice(train=1200, validation=100, test=200),
                                     log=lambda s: None)

@@ -1,6 +1,6 @@
 """The experiment config (tf_lottery.config) and the flags generated from it (tf_lottery.cli.flags).
 
-Only `from_preset` and the flag tests import the model zoo (and so TensorFlow); the rest is pure Python.
+Only the preset tests (`tf_lottery.from_preset`, the zoo's) and the flag tests import the model zoo (and so TensorFlow); the rest is pure Python.
 """
 
 import dataclasses
@@ -12,6 +12,7 @@ from absl import flags
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import tf_lottery
 from tf_lottery import config as C
 from tf_lottery.cli import flags as F
 
@@ -424,7 +425,7 @@ def test_differing_fields_are_the_changed_result_fields(chosen):
 
 
 def test_paper_preset_trains_by_iterations():
-    config = C.from_preset("vgg19", "paper", "mnist")
+    config = tf_lottery.from_preset("vgg19", "paper", "mnist")
     assert config.model.model == "vgg19" and config.data.dataset == "mnist"
     t = config.training
     assert (t.iterations, t.epochs, t.lr_boundaries, t.warmup_iterations) == (112_000, None, (56_000, 84_000), 10_000)
@@ -432,7 +433,7 @@ def test_paper_preset_trains_by_iterations():
 
 
 def test_fast_preset_is_the_paper_one_with_four_epochs_and_no_iteration_schedule():
-    paper, fast = C.from_preset("vgg19", "paper"), C.from_preset("vgg19", "fast")
+    paper, fast = tf_lottery.from_preset("vgg19", "paper"), tf_lottery.from_preset("vgg19", "fast")
     t = fast.training
     assert (t.iterations, t.epochs, t.lr_boundaries, t.warmup_iterations) == (None, C.FAST_EPOCHS, (), 0)
     assert C.differing_fields(paper, fast) == ["epochs", "iterations", "lr_boundaries", "warmup_iterations"]
@@ -440,7 +441,7 @@ def test_fast_preset_is_the_paper_one_with_four_epochs_and_no_iteration_schedule
 
 
 def test_unknown_preset_is_one_line():
-    assert one_line_error(C.from_preset, "lenet_300_100", "slow") == "unknown preset 'slow'; allowed: paper, fast"
+    assert one_line_error(tf_lottery.from_preset, "lenet_300_100", "slow") == "unknown preset 'slow'; allowed: paper, fast"
 
 
 # -- flags -----------------------------------------------------------------------------------------
@@ -482,14 +483,14 @@ def test_flag_types_follow_the_field_types(name, flag_type):
 def test_unset_flags_keep_the_preset():
     names, flag_values = fresh_flags()
     assert F.given_values(names, flag_values) == {}
-    assert F.config_from_flags(names, "vgg19", "paper", "mnist", flag_values) == C.from_preset("vgg19", "paper", "mnist")
+    assert F.config_from_flags(names, "vgg19", "paper", "mnist", flag_values) == tf_lottery.from_preset("vgg19", "paper", "mnist")
 
 
 def test_given_flags_override_the_preset():
     names, flag_values = fresh_flags("--fc_rate=0.3", "--seed=5", "--controls=random_reinit,random_prune",
                                      "--nojit_compile", "--deterministic", "--lr_boundaries=100,200")
     config = F.config_from_flags(names, "conv2", "paper", "fashion_mnist", flag_values)
-    expected = C.override(C.from_preset("conv2", "paper"), fc_rate=0.3, seed=5, controls=("random_reinit", "random_prune"),
+    expected = C.override(tf_lottery.from_preset("conv2", "paper"), fc_rate=0.3, seed=5, controls=("random_reinit", "random_prune"),
                           jit_compile=False, deterministic=True, lr_boundaries=(100, 200))
     assert config == expected
 

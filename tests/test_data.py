@@ -14,7 +14,7 @@ import pytest
 import tf_lottery  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 import tensorflow_datasets as tfds
 
-from tf_lottery import data
+from tf_lottery.data import datasets as data
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 needs_fashion = pytest.mark.skipif(

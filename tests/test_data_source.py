@@ -9,8 +9,9 @@ import shutil
 import pytest
 
 import tf_lottery  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
-from tf_lottery import data, report
-from tf_lottery.data_files import DEBIAN_FASHION_MNIST_DIR, IDX_FILES
+from tf_lottery.data import datasets as data
+from tf_lottery.report import writer as report
+from tf_lottery.data.raw_files import DEBIAN_FASHION_MNIST_DIR, IDX_FILES
 
 from cli_runner import run_find
 from test_data import write_idx_set

@@ -18,8 +18,8 @@ import tf_lottery  # noqa: F401  (tf-keras before TensorFlow)
 import tensorflow as tf
 
 from tf_lottery import config as C
-from tf_lottery import distribute
-from tf_lottery.run_directory import RunDirectory
+from tf_lottery.search import distribute
+from tf_lottery.search.run_directory import RunDirectory
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 PYTHON = sys.executable
@@ -187,7 +187,7 @@ def test_tpu_lookup_errors_of_any_kind_are_one_line(monkeypatch):
 def run_tpu_strategy(address: str, timeout_s: float = 30.0) -> subprocess.CompletedProcess:
     """get_strategy(tpu=address) in a fresh process: a connection changes TF's global context for good."""
     script = (
-        "import sys, tf_lottery; from tf_lottery import config, distribute; "
+        "import sys, tf_lottery; from tf_lottery import config; from tf_lottery.search import distribute; "
         f"distribute.TPU_TIMEOUT_S = {timeout_s}\n"
         "try:\n"
         f"    distribute.get_strategy(config.RuntimeConfig(strategy='tpu', tpu={address!r}))\n"

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tf_lottery import export as E
-from tf_lottery import pruning
+from tf_lottery.masking import pruning
 from tf_lottery.export import saved_model
 
 from export_helpers import cli, make_run, program

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from tf_lottery import granularity as granular
-from tf_lottery import unit_graph
+from tf_lottery.masking import granularity as granular
+from tf_lottery.masking import unit_graph
 
 
 def _mlp():

@@ -14,8 +14,8 @@ import tf_keras as keras
 import tf_lottery
 import tf_lottery_models as zoo
 from tf_lottery import config as C
-from tf_lottery import granularity as granular
-from tf_lottery import pruning, unit_graph
+from tf_lottery.masking import granularity as granular
+from tf_lottery.masking import pruning, unit_graph
 
 from export_helpers import tree
 from fashion_slices import as_float, fashion_slice
@@ -25,7 +25,7 @@ FIND = [sys.executable, "-m", "tf_lottery.cli.find"]
 
 
 def _config(granularity, rounds=3, rate=0.5, iterations=20, **pruning_values):
-    cfg = C.from_preset("lenet_300_100", "fast")
+    cfg = tf_lottery.from_preset("lenet_300_100", "fast")
     return dataclasses.replace(
         cfg,
         training=dataclasses.replace(cfg.training, iterations=iterations, eval_every=iterations, checkpoint_every=0),

@@ -21,7 +21,7 @@ def test_import_neither_loads_tensorflow_nor_sets_legacy_keras():
 
 def test_a_user_who_chose_legacy_keras_keeps_it():
     result = python(
-        "import tf_lottery.pruning, tensorflow as tf; print(os.environ['TF_USE_LEGACY_KERAS'], tf.keras.__name__)",
+        "import tf_lottery.masking.pruning, tensorflow as tf; print(os.environ['TF_USE_LEGACY_KERAS'], tf.keras.__name__)",
         env_legacy="1",
     )
     assert result.returncode == 0, result.stderr

@@ -1,4 +1,4 @@
-"""Linear mode connectivity (tf_lottery.instability): cases whose barrier is known by hand."""
+"""Linear mode connectivity (tf_lottery.analysis.linear_path): cases whose barrier is known by hand."""
 
 import json
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from tf_lottery import instability as I
-from tf_lottery import pruning
+from tf_lottery.analysis import linear_path as I
+from tf_lottery.masking import pruning
 
 f32 = np.float32
 

@@ -14,10 +14,13 @@ import tf_keras as keras
 
 import tf_lottery_models as zoo
 from tf_lottery import config as C
-from tf_lottery import branches, checkpoints
-from tf_lottery import masks as mask_math
-from tf_lottery import inputs, pruning, training
-from tf_lottery.run_directory import RunDirectory
+from tf_lottery import branches
+from tf_lottery.search import checkpoints
+from tf_lottery.masking import masks as mask_math
+from tf_lottery.data import inputs
+from tf_lottery.masking import pruning
+from tf_lottery.search import training
+from tf_lottery.search.run_directory import RunDirectory
 
 from fashion_slices import fashion_slice
 
@@ -65,7 +68,7 @@ class Recorder(keras.callbacks.Callback):
 
 
 def lenet_config(iterations=100, eval_every=50, rounds=3, **pruning_fields):
-    cfg = C.from_preset("lenet_300_100", "fast")
+    cfg = tf_lottery.from_preset("lenet_300_100", "fast")
     return C.override(cfg, iterations=iterations, epochs=None, eval_every=eval_every, checkpoint_every=eval_every,
                       rounds=rounds, **pruning_fields)
 

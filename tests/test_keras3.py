@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tf_keras
 
-from tf_lottery import keras3, pruning
+from tf_lottery.keras3 import convert as keras3
+from tf_lottery.masking import pruning
 
 from fashion_slices import fashion_slice
 
@@ -344,7 +345,7 @@ def finished(process: subprocess.Popen) -> tuple:
 
 def test_is_keras3_model_imports_neither_keras_nor_tensorflow():
     code, stdout, stderr = finished(run_python(
-        "import sys; from tf_lottery import keras3; "
+        "import sys; from tf_lottery.keras3 import convert as keras3; "
         "print(keras3.is_keras3_model(object()), 'keras' in sys.modules, 'tensorflow' in sys.modules)"
     ))
     assert code == 0 and stdout.split() == ["False", "False", "False"], stderr
@@ -365,8 +366,9 @@ IMPORT_ORDERS = {
 
 SEARCH_THEN_KERAS3 = """
     import numpy as np, tf_keras
-    from tf_lottery import keras3, pruning
-    from tf_lottery._tfmot import tfmot
+    from tf_lottery.keras3 import convert as keras3
+    from tf_lottery.masking import pruning
+    from tf_lottery.masking.tfmot import tfmot
 
     x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32"); y = (x[:, 0] > 0).astype("int32")
     # A short pruned training round on a carried-over Keras 3 model: tf-keras + TF-MOT.

@@ -13,7 +13,7 @@ import tf_keras
 
 import tf_lottery
 from tf_lottery import config as C
-from tf_lottery import pruning
+from tf_lottery.masking import pruning
 
 from fashion_slices import as_float, fashion_slice
 
@@ -45,7 +45,7 @@ def test_a_keras_3_cnn_is_searched_handed_back_and_exported(tmp_path):
     import keras
 
     splits = fashion_slice(train=1200, validation=300, test=300)
-    cfg = C.override(C.from_preset("lenet_300_100", "fast"), iterations=40, epochs=None, eval_every=20, rounds=3,
+    cfg = C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=40, epochs=None, eval_every=20, rounds=3,
                      fc_rate=0.5, conv_rate=0.3)
     watch = PrunedStayZero()
     model = keras3_cnn()
@@ -78,10 +78,10 @@ def test_keras_3_code_keeps_working_after_a_search_when_keras_and_tensorflow_cam
         import tensorflow as tf
         import tf_lottery
         from tf_lottery import config as C
-        from tf_lottery import data
+        from tf_lottery.data import datasets as data
 
         splits = data.load("fashion_mnist")
-        cfg = C.override(C.from_preset("lenet_300_100", "fast"), iterations=20, epochs=None, eval_every=10, rounds=2,
+        cfg = C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=20, epochs=None, eval_every=10, rounds=2,
                          train_subset=600)
         model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
         ticket = tf_lottery.find_ticket(model, cfg, splits=splits, log=lambda s: None)
@@ -112,7 +112,7 @@ def test_a_layer_that_cannot_be_carried_over_is_refused_before_anything_is_writt
 
 def test_a_keras_3_cnn_prunes_whole_filters_and_exports_compact(tmp_path):
     splits = fashion_slice(train=600, validation=100, test=512)
-    cfg = C.override(C.from_preset("lenet_300_100", "fast"), iterations=20, epochs=None, eval_every=20, rounds=2,
+    cfg = C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=20, epochs=None, eval_every=20, rounds=2,
                      fc_rate=0.5, conv_rate=0.5, granularity="unit")
     ticket = tf_lottery.find_ticket(keras3_cnn(), cfg, splits=splits, log=lambda s: None)
     filters = ticket.masks["conv"].reshape(-1, 8).any(axis=0)

@@ -15,7 +15,8 @@ import tf_keras as keras
 import tf_lottery
 import tf_lottery_models as zoo
 from tf_lottery import config as C
-from tf_lottery import pruning, training
+from tf_lottery.masking import pruning
+from tf_lottery.search import training
 
 from fashion_slices import as_float, fashion_slice
 
@@ -112,7 +113,7 @@ def test_mixed_precision_in_the_callback_path_and_the_driver(xy, slices):
         fit_rounds(model, xy, [lottery, check])
         assert type(model.optimizer).__name__.startswith("LossScaleOptimizer")
         assert check.violations == []
-        cfg = C.override(C.from_preset("lenet_300_100", "fast"), iterations=40, epochs=None, eval_every=20, rounds=2,
+        cfg = C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=40, epochs=None, eval_every=20, rounds=2,
                          fc_rate=0.5)
         recorder = Invariants()
         ticket = tf_lottery.find_ticket(config=cfg, splits=slices, callbacks=[recorder], log=lambda s: None)
@@ -183,7 +184,7 @@ def test_backup_and_restore_continues_an_interrupted_round(xy, tmp_path):
 
 
 def test_a_tickets_trained_and_rewound_networks_cannot_be_confused(slices, tmp_path):
-    cfg = C.override(C.from_preset("lenet_300_100", "fast"), iterations=200, epochs=None, eval_every=100, rounds=2)
+    cfg = C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=200, epochs=None, eval_every=100, rounds=2)
     ticket = tf_lottery.find_ticket(config=cfg, splits=slices, log=lambda s: None)
     with pytest.raises(AttributeError, match="trained_model"):
         ticket.model
@@ -216,7 +217,7 @@ class Scaled(keras.layers.Layer):
         return tf.matmul(x, self.kernel)
 
 
-class PrunableScaled(Scaled, tf_lottery.pruning.tfmot.sparsity.keras.PrunableLayer):
+class PrunableScaled(Scaled, tf_lottery.masking.pruning.tfmot.sparsity.keras.PrunableLayer):
     def get_prunable_weights(self):
         return [self.kernel]
 
@@ -229,7 +230,7 @@ def test_custom_and_nested_layers_are_pruned_or_named_with_their_weight_count(sl
     block = keras.Sequential([keras.layers.Dense(16, activation="relu", name="inner")], name="block")
     x = block(x)
     model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
-    cfg = C.override(C.from_preset("lenet_300_100", "fast"), iterations=20, epochs=None, eval_every=20, rounds=2,
+    cfg = C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=20, epochs=None, eval_every=20, rounds=2,
                      fc_rate=0.5)
     with pytest.warns(UserWarning, match=r"layer 'custom' \(Scaled\) has 25,088 weights that stay dense") as caught:
         ticket = tf_lottery.find_ticket(model, cfg, splits=slices, log=lambda s: None)
@@ -259,7 +260,7 @@ def softmax_lenet(kind):
 def test_a_probability_output_is_trained_as_probabilities(kind, slices):
     model = softmax_lenet(kind)
     assert training.outputs_probabilities(model)
-    cfg = C.override(C.from_preset("lenet_300_100", "fast"), iterations=200, epochs=None, eval_every=100, rounds=1)
+    cfg = C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=200, epochs=None, eval_every=100, rounds=1)
     ticket = tf_lottery.find_ticket(model, cfg, splits=slices, log=lambda s: None)
     assert ticket.rounds[0]["early_stop_test_accuracy"] > 0.7
 
@@ -267,7 +268,7 @@ def test_a_probability_output_is_trained_as_probabilities(kind, slices):
 def test_any_keras_optimizer_loss_and_metrics_and_the_compiled_models_own(slices):
     model = zoo.get_builder("lenet_300_100")((28, 28, 1), seed=0)
     model.compile(keras.optimizers.RMSprop(5e-4, momentum=0.5), LOSS, metrics=["sparse_top_k_categorical_accuracy"])
-    cfg = C.override(C.from_preset("lenet_300_100", "fast"), iterations=40, epochs=None, eval_every=20, rounds=2)
+    cfg = C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=40, epochs=None, eval_every=20, rounds=2)
     check = Invariants()
     ticket = tf_lottery.find_ticket(model, cfg, splits=slices, callbacks=[check], log=lambda s: None)
     optimizer = ticket.config.training.optimizer
@@ -297,7 +298,7 @@ def test_saved_wrapped_models_load_back(path, xy, tmp_path):
 
 
 def test_numpy_tuples_dict_inputs_unbatched_datasets_and_one_hot_labels(slices):
-    cfg = C.override(C.from_preset("lenet_300_100", "fast"), iterations=40, epochs=None, eval_every=20, rounds=2,
+    cfg = C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=40, epochs=None, eval_every=20, rounds=2,
                      batch_size=50, controls="random_reinit")
     assert cfg.pruning.controls == ("random_reinit",)
     x, y = as_float(slices.train_images), slices.train_labels
@@ -340,12 +341,12 @@ def test_errors_from_python_name_the_field_not_a_flag():
 
 def test_submodules_are_attributes_of_the_package():
     assert callable(tf_lottery.data.load) and callable(tf_lottery.report.write_report)
-    assert issubclass(tf_lottery.distribute.WorkerLostError, RuntimeError)
+    assert issubclass(tf_lottery.search.distribute.WorkerLostError, RuntimeError)
     assert callable(tf_lottery.export.export_model)
 
 
 def test_xla_keeps_the_invariants(slices):
-    cfg = C.override(C.from_preset("lenet_300_100", "fast"), iterations=40, epochs=None, eval_every=20, rounds=3,
+    cfg = C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=40, epochs=None, eval_every=20, rounds=3,
                      jit_compile=True, controls=("random_prune",))
     check = Invariants()
     ticket = tf_lottery.find_ticket(config=cfg, splits=slices, callbacks=[check], log=lambda s: None)

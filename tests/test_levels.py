@@ -15,11 +15,12 @@ import tensorflow as tf
 import tf_keras as keras
 
 from fashion_slices import fashion_slice
-from tf_lottery import building, checkpoints, pruning, training
 from tf_lottery import config as C
-from tf_lottery import inputs as inputs_lib
-from tf_lottery.levels import MAIN, Search
-from tf_lottery.run_directory import CorruptRunError, RunDirectory
+from tf_lottery.data import inputs as inputs_lib
+from tf_lottery.masking import pruning
+from tf_lottery.search import building, checkpoints, training
+from tf_lottery.search.levels import MAIN, Search
+from tf_lottery.search.run_directory import CorruptRunError, RunDirectory
 
 ITERATIONS = 100
 

@@ -14,9 +14,10 @@ import pytest
 
 import tf_lottery
 from tf_lottery import config as C
-from tf_lottery import instability, per_k_search, report, stability
-from tf_lottery import masks as mask_math
-from tf_lottery.run_directory import RunDirectory
+from tf_lottery.analysis import linear_path as instability, per_k_search, instability as stability
+from tf_lottery.report import writer as report
+from tf_lottery.masking import masks as mask_math
+from tf_lottery.search.run_directory import RunDirectory
 
 ITERATIONS = 40
 K = 20
@@ -24,7 +25,7 @@ K = 20
 
 def tiny_config(**fields):
     fields = {"rounds": 3, **fields}
-    return C.override(C.from_preset("lenet_300_100", "fast"), iterations=ITERATIONS, epochs=None, eval_every=20,
+    return C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=ITERATIONS, epochs=None, eval_every=20,
                       checkpoint_every=20, train_subset=600, validation_size=500, deterministic=True, **fields)
 
 

@@ -1,4 +1,4 @@
-"""Pure mask math (tf_lottery.masks) on small arrays with hand-checked answers, plus properties."""
+"""Pure mask math (tf_lottery.masking.masks) on small arrays with hand-checked answers, plus properties."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tf_lottery import masks as M
+from tf_lottery.masking import masks as M
 
 f32 = np.float32
 

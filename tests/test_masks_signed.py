@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tf_lottery import masks as M
+from tf_lottery.masking import masks as M
 
 f32 = np.float32
 

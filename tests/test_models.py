@@ -8,8 +8,7 @@ import pytest
 import tf_keras as keras
 
 import tf_lottery_models as zoo
-from tf_lottery import config as C
-from tf_lottery._tfmot import tfmot
+from tf_lottery.masking.tfmot import tfmot
 
 ALL_MODELS = ["conv2", "conv4", "conv6", "lenet_300_100", "resnet18", "vgg19"]
 # Small enough to be cheap, large enough for Conv-6's three pools.
@@ -170,14 +169,14 @@ PAPER_PRESETS = {
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_presets_match_the_paper(name):
     assert dict(zoo.get_preset(name)) == PAPER_PRESETS[name]
-    config = C.from_preset(name, "paper")
+    config = zoo.from_preset(name, "paper")
     for field, value in PAPER_PRESETS[name].items():
         assert config.flat()[field] == value, field
 
 
 def test_small_nets_prune_fc_at_20_percent_and_output_at_half():
     for name in ["conv2", "conv4", "conv6", "lenet_300_100"]:
-        pruning = C.from_preset(name).pruning
+        pruning = zoo.from_preset(name).pruning
         assert pruning.fc_rate == 0.2 and pruning.output_rate is None and pruning.pruning_scope == "layerwise"
 
 
@@ -213,7 +212,7 @@ def test_a_bad_preset_is_refused_when_registered(change, message):
 
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_every_zoo_model_keeps_its_masks_under_xla(name):
-    from tf_lottery import pruning
+    from tf_lottery.masking import pruning
 
     shape = (32, 32, 3) if name in ("vgg19", "resnet18") else (28, 28, 1)
     model = pruning.wrap(zoo.get_builder(name)(shape, seed=0))

@@ -9,8 +9,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 import tf_lottery_models as zoo
-from tf_lottery import pruning
-from tf_lottery._tfmot import tfmot
+from tf_lottery.masking import pruning
+from tf_lottery.masking.tfmot import tfmot
 
 
 class Custom(keras.layers.Layer):

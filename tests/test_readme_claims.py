@@ -41,8 +41,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tf_lottery import report_data
-from tf_lottery.report_runs import load_runs
+from tf_lottery.report import data as report_data
+from tf_lottery.report.runs import load_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

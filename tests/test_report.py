@@ -10,8 +10,8 @@ import pytest
 
 import tf_lottery  # noqa: F401  (legacy Keras before TF)
 from report_fixtures import make_run, make_version_1_summary_only
-from tf_lottery import report
-from tf_lottery.progress import Progress
+from tf_lottery.report import writer as report
+from tf_lottery.search.progress import Progress
 
 
 @pytest.fixture
@@ -264,7 +264,7 @@ def test_real_replicates_report_and_tensorboard_scalars(tmp_path):
     import tensorflow as tf
 
     from tf_lottery import config as C
-    from tf_lottery import data as data_lib
+    from tf_lottery.data import datasets as data_lib
     from tf_lottery.cli.find import replicate_runs
 
     splits = data_lib.load("fashion_mnist")
@@ -273,7 +273,7 @@ def test_real_replicates_report_and_tensorboard_scalars(tmp_path):
         splits, train_images=splits.train_images[:n], train_labels=splits.train_labels[:n],
         validation_images=splits.validation_images[:500], validation_labels=splits.validation_labels[:500],
         test_images=splits.test_images[:500], test_labels=splits.test_labels[:500])
-    cfg = C.from_preset("lenet_300_100", "fast")
+    cfg = tf_lottery.from_preset("lenet_300_100", "fast")
     cfg = dataclasses.replace(
         cfg, training=dataclasses.replace(cfg.training, iterations=40, eval_every=20, checkpoint_every=0),
         pruning=dataclasses.replace(cfg.pruning, rounds=2, controls=("random_reinit",)))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from report_fixtures import lottery_report, make_run
-from tf_lottery import report, report_data, report_plots
+from tf_lottery.report import writer as report, data as report_data, plots as report_plots
 
 
 @pytest.fixture

@@ -15,8 +15,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import tf_lottery
-from tf_lottery import config as config_lib
-from tf_lottery.training import TrainingDiverged
+from tf_lottery.search.training import TrainingDiverged
 
 FIND = [sys.executable, "-m", "tf_lottery.cli.find"]
 SMALL = [
@@ -247,11 +246,11 @@ def test_corrupted_mid_round_checkpoint_is_one_line(finished_run, tmp_path):
 
 
 def test_nan_loss_stops_the_round_and_keeps_earlier_rounds(tmp_path):
-    from tf_lottery import data
+    from tf_lottery.data import datasets as data
 
     splits = data.load("fashion_mnist")
     splits = dataclasses.replace(splits, train_images=splits.train_images[:600], train_labels=splits.train_labels[:600])
-    cfg = config_lib.from_preset("lenet_300_100", "fast")
+    cfg = tf_lottery.from_preset("lenet_300_100", "fast")
     cfg = dataclasses.replace(
         cfg,
         training=dataclasses.replace(cfg.training, iterations=20, epochs=None, eval_every=10),
@@ -290,12 +289,12 @@ def test_nan_loss_from_the_shell_is_one_line(tmp_path):
 
 
 def test_empty_training_set_is_refused(tmp_path):
-    from tf_lottery import data
+    from tf_lottery.data import datasets as data
 
     splits = data.load("fashion_mnist")
     empty = dataclasses.replace(splits, train_images=splits.train_images[:0], train_labels=splits.train_labels[:0])
     with pytest.raises(ValueError, match="empty"):
-        tf_lottery.find_ticket(config=config_lib.from_preset("lenet_300_100", "fast"), splits=empty)
+        tf_lottery.find_ticket(config=tf_lottery.from_preset("lenet_300_100", "fast"), splits=empty)
 
 
 def test_pickled_arrays_are_never_loaded(finished_run, tmp_path):

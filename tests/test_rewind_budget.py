@@ -37,7 +37,7 @@ def _schedule(step):
 
 
 def _search(tmp_path, retrain="weight_rewind", rewind_step=K, name="run", callbacks=()):
-    cfg = C.override(C.from_preset("lenet_300_100", "fast"), iterations=T, epochs=None, eval_every=5,
+    cfg = C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=T, epochs=None, eval_every=5,
                      checkpoint_every=0, learning_rate=RATE, lr_boundaries=(10, 30), rounds=2, fc_rate=0.5,
                      rewind_step=rewind_step, retrain=retrain, controls=("random_reinit", "random_prune"))
     return tf_lottery.find_ticket(config=cfg, splits=fashion_slice(train=600, validation=100, test=100),

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from tf_lottery import config as C
 from tf_lottery import files
-from tf_lottery import run_checks as checks
+from tf_lottery.search import run_checks as checks
 from tf_lottery.files import CorruptRunError
-from tf_lottery.run_directory import CSV_COLUMNS, RunDirectory, RunLockedError
+from tf_lottery.search.run_directory import CSV_COLUMNS, RunDirectory, RunLockedError
 
 f32 = np.float32
 
@@ -38,7 +38,7 @@ def listing(directory) -> list[str]:
 
 
 def test_reading_a_run_imports_no_tensorflow():
-    code = "import sys, tf_lottery.run_directory; print(sorted(m for m in ('tensorflow', 'tf_keras', 'keras') if m in sys.modules))"
+    code = "import sys, tf_lottery.search.run_directory; print(sorted(m for m in ('tensorflow', 'tf_keras', 'keras') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -297,7 +297,7 @@ def test_clearing_progress_through_a_link_is_refused(tmp_path):
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from tf_lottery.run_directory import RunDirectory
+    from tf_lottery.search.run_directory import RunDirectory
     RunDirectory(sys.argv[1]).lock()
     print("locked", flush=True)
     time.sleep(120)

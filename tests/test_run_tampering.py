@@ -172,7 +172,9 @@ def write_progress(run, progress, state):
 
     code = (
         "import sys, json, tf_lottery, tf_keras as keras, tensorflow as tf\n"
-        "from tf_lottery import pruning, training, config as C\n"
+        "from tf_lottery import config as C\n"
+        "from tf_lottery.masking import pruning\n"
+        "from tf_lottery.search import training\n"
         "import tf_lottery_models as zoo\n"
         "m = pruning.wrap(zoo.get_builder('lenet_300_100')((28, 28, 1), seed=0))\n"
         "training.default_objective(m, False).compile(m, training.make_optimizer(C.TrainingConfig()))\n"

@@ -11,13 +11,13 @@ import pytest
 
 import tf_lottery
 from tf_lottery import config as C
-from tf_lottery import pruning
+from tf_lottery.masking import pruning
 
 from fashion_slices import fashion_slice
 
 
 def _find(tmp_path, strategy="magnitude", scope="layerwise", rounds=2, name="run", log=lambda line: None):
-    cfg = C.override(C.from_preset("lenet_300_100", "fast"), iterations=20, epochs=None, eval_every=20,
+    cfg = C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=20, epochs=None, eval_every=20,
                      checkpoint_every=0, rounds=rounds, fc_rate=0.5, pruning_strategy=strategy, pruning_scope=scope,
                      controls=("random_prune", "inverted"))
     return tf_lottery.find_ticket(config=cfg, splits=fashion_slice(train=600, validation=100, test=100),

@@ -10,7 +10,7 @@ import pytest
 
 import tf_lottery
 from tf_lottery import config as C
-from tf_lottery import inputs as inputs_lib
+from tf_lottery.data import inputs as inputs_lib
 from tf_lottery import strategies
 
 from fashion_slices import fashion_slice
@@ -59,7 +59,7 @@ def test_only_the_strategies_that_read_data_are_marked_so():
 
 
 def test_score_batches_is_in_the_fingerprint_only_where_the_strategy_reads_data():
-    base = C.from_preset("lenet_300_100", "fast")
+    base = tf_lottery.from_preset("lenet_300_100", "fast")
     assert base.pruning.score_batches == "balanced"
     for strategy in ("magnitude", "synflow", "random"):
         a = C.override(base, pruning_strategy=strategy)
@@ -72,7 +72,7 @@ def test_score_batches_is_in_the_fingerprint_only_where_the_strategy_reads_data(
 
 
 def test_a_version_2_record_reads_as_first_batches_with_its_fingerprint():
-    snip = C.override(C.from_preset("lenet_300_100", "fast"), pruning_strategy="snip", score_batches="first")
+    snip = C.override(tf_lottery.from_preset("lenet_300_100", "fast"), pruning_strategy="snip", score_batches="first")
     saved = snip.to_dict()
     del saved["pruning"]["score_batches"]  # what 0.2 wrote
     upgraded = C.ExperimentConfig.from_dict(C.upgrade(saved, 2))
@@ -80,7 +80,7 @@ def test_a_version_2_record_reads_as_first_batches_with_its_fingerprint():
 
 
 def _snip(tmp_path, name, seed=0, score_batches="balanced", log=lambda line: None):
-    cfg = C.override(C.from_preset("lenet_300_100", "fast"), iterations=10, epochs=None, eval_every=10,
+    cfg = C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=10, epochs=None, eval_every=10,
                      checkpoint_every=0, rounds=2, fc_rate=0.5, pruning_strategy="snip", seed=seed,
                      pruning_scope="global_all", score_batches=score_batches)
     return tf_lottery.find_ticket(config=cfg, splits=fashion_slice(train=600, validation=100, test=100),
@@ -119,7 +119,7 @@ def test_a_tf_data_pipeline_is_scored_on_its_first_batches_and_the_search_says_s
     assert not inputs.can_balance
     first = inputs.sample(4, seed=5, balanced=True)
     np.testing.assert_array_equal(_classes(first), s.train_labels[:240])  # its own order, not balanced
-    cfg = C.override(C.from_preset("lenet_300_100", "fast"), iterations=10, epochs=None, eval_every=10,
+    cfg = C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=10, epochs=None, eval_every=10,
                      checkpoint_every=0, rounds=2, fc_rate=0.5, pruning_strategy="snip", pruning_scope="global_all")
     lines = []
     tf_lottery.find_ticket(config=cfg, train=train,

@@ -1,4 +1,4 @@
-"""Pruning-at-initialization scores (tf_lottery.scoring) on tiny networks with hand-computed answers."""
+"""Pruning-at-initialization scores (tf_lottery.masking.scoring) on tiny networks with hand-computed answers."""
 
 import functools
 
@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from tf_lottery import masks as M
-from tf_lottery import pruning, scoring
+from tf_lottery.masking import masks as M
+from tf_lottery.masking import pruning, scoring
 
 f32 = np.float32
 

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from tf_lottery import export, report_serving
+from tf_lottery import export
+from tf_lottery.report import serving as report_serving
 
 from export_helpers import make_run
 

@@ -1,4 +1,4 @@
-"""Instability analysis of a run (tf_lottery.stability, lottery-instability, lottery-report's plots).
+"""Instability analysis of a run (tf_lottery.analysis.instability, lottery-instability, lottery-report's plots).
 
 The math (interpolation, barrier) is tested in test_instability.py; here it runs end to end on a
 tiny real search: Lenet on 600 Fashion-MNIST examples, 40 iterations a network, 5 points a path.
@@ -16,14 +16,15 @@ import pytest
 import tf_lottery
 from report_fixtures import make_run
 from tf_lottery import config as C
-from tf_lottery import instability, report, stability
+from tf_lottery.analysis import linear_path as instability, instability as stability
+from tf_lottery.report import writer as report
 
 ITERATIONS = 40
 
 
 def tiny_config(**fields):
     fields = {"rounds": 2, **fields}
-    return C.override(C.from_preset("lenet_300_100", "fast"), iterations=ITERATIONS, epochs=None, eval_every=20,
+    return C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=ITERATIONS, epochs=None, eval_every=20,
                       checkpoint_every=20, train_subset=600, validation_size=500, deterministic=True, **fields)
 
 
@@ -50,7 +51,7 @@ def files_under(path):
 
 
 def folder(run_dir, level, k, **kwargs):
-    return tf_lottery.run_directory.RunDirectory(run_dir).instability_dir(level, k, **kwargs)
+    return tf_lottery.search.run_directory.RunDirectory(run_dir).instability_dir(level, k, **kwargs)
 
 
 def read_json(path):
@@ -307,7 +308,8 @@ MIRRORED = """
 import tf_lottery, tensorflow as tf, json, sys
 tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
     [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
-from tf_lottery import distribute, stability
+from tf_lottery.search import distribute
+from tf_lottery.analysis import instability as stability
 from tf_lottery.config import RuntimeConfig
 strategy = distribute.get_strategy(RuntimeConfig(strategy="mirrored"))
 rows = stability.analyze(sys.argv[1], levels=[1], rewind_steps=[0], points=5, strategy=strategy, log=lambda l: None)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tf_lottery import masks as M
+from tf_lottery.masking import masks as M
 from tf_lottery import strategies as S
 from tf_lottery.config import PruningConfig
 from tf_lottery.strategies import PruneInputs
@@ -278,7 +278,7 @@ def tiny():
     """A wrapped 4-6-3 dense network, a batch of 8 examples and a logits loss."""
     import tf_keras as keras
 
-    from tf_lottery import pruning
+    from tf_lottery.masking import pruning
 
     init = keras.initializers.GlorotNormal
     model = keras.Sequential([
@@ -296,7 +296,7 @@ def tiny():
 @pytest.mark.parametrize("scope", ["layerwise", "global"])
 @pytest.mark.parametrize("name", AT_INIT)
 def test_at_init_strategies_prune_a_wrapped_model_to_the_expected_counts(tiny, name, scope):
-    from tf_lottery import pruning
+    from tf_lottery.masking import pruning
 
     wrapped, batches, loss = tiny
     config = PruningConfig(pruning_strategy=name, pruning_scope=scope, fc_rate=0.5)
@@ -317,7 +317,7 @@ def test_at_init_strategies_prune_a_wrapped_model_to_the_expected_counts(tiny, n
 
 
 def test_magnitude_init_on_the_wrapped_model_keeps_the_largest_initial_weights(tiny):
-    from tf_lottery import pruning
+    from tf_lottery.masking import pruning
 
     wrapped, _, _ = tiny
     kernels = pruning.get_kernels(wrapped)
@@ -366,7 +366,7 @@ def test_inversion_is_refused_at_a_structured_granularity():
 
 
 def test_grasp_magnitude_ranks_the_magnitude_of_graspss_scores(tiny):
-    from tf_lottery import pruning, scoring
+    from tf_lottery.masking import pruning, scoring
 
     wrapped, batches, loss = tiny
     kinds, kernels = pruning.layer_kinds(wrapped), pruning.get_kernels(wrapped)

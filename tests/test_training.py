@@ -8,9 +8,10 @@ import tf_keras as keras
 
 import tf_lottery_models as zoo
 from tf_lottery import config as C
-from tf_lottery import inputs, inputs as inputs_lib
-from tf_lottery import pruning, training
-from tf_lottery.run_directory import RunDirectory
+from tf_lottery.data import inputs, inputs as inputs_lib
+from tf_lottery.masking import pruning
+from tf_lottery.search import training
+from tf_lottery.search.run_directory import RunDirectory
 
 from fashion_slices import fashion_slice
 

@@ -10,8 +10,8 @@ import tf_keras as keras
 import tf_lottery
 
 from tf_lottery import config as C
-from tf_lottery import masks as mask_math
-from tf_lottery import pruning
+from tf_lottery.masking import masks as mask_math
+from tf_lottery.masking import pruning
 
 from fashion_slices import as_float, fashion_slice
 
@@ -22,7 +22,7 @@ def splits():
 
 
 def small_config(rounds=3, iterations=40, eval_every=20, fc_rate=0.2, conv_rate=0.1, epochs=None):
-    return C.override(C.from_preset("lenet_300_100", "fast"), iterations=iterations, epochs=epochs,
+    return C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=iterations, epochs=epochs,
                       eval_every=eval_every, rounds=rounds, fc_rate=fc_rate, conv_rate=conv_rate)
 
 

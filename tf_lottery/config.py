@@ -5,7 +5,8 @@ Every setting has one name: the dataclass field is the `lottery-find` flag (`fc_
 unique across the sections so that the flat names work everywhere (`override(config, fc_rate=0.3)`).
 Each field carries its help text; `tf_lottery/cli/flags.py` generates the flags from them.
 
-This module imports neither TensorFlow nor Keras, so tools that only read runs stay light.
+This module imports neither TensorFlow nor Keras, so tools that only read runs stay light, and
+nothing else of ours: the model zoo imports it (its presets are flat fields of these dataclasses).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import hashlib
 import json
 import math
 import numbers
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 # The names each choice allows. Pruning strategies and branches live in their registries
 # (tf_lottery.strategies, tf_lottery.branches); find_ticket and LotteryCallback check names against them.
@@ -429,15 +430,17 @@ PRESETS = ("paper", "fast")
 FAST_EPOCHS = 4
 
 
-def from_preset(model: str, preset: str = "paper", dataset: str = "fashion_mnist") -> ExperimentConfig:
-    """The paper's hyperparameters for a zoo model ('paper'), or the same with 4 epochs a round ('fast').
+def preset_config(
+    model: str, paper_fields: Mapping[str, Any], preset: str = "paper", dataset: str = "fashion_mnist"
+) -> ExperimentConfig:
+    """`model`'s config from its paper hyperparameters ('paper'), or the same with 4 epochs a round ('fast').
 
-    The zoo registers each model's paper values as flat field overrides (`tf_lottery_models`).
+    `paper_fields` are the flat field overrides the zoo registers for `model`; the zoo's
+    `from_preset` (`tf_lottery.from_preset`) passes them here, so that this module imports
+    nothing of ours (nor TensorFlow) while the zoo checks its presets against it.
     """
-    import tf_lottery_models as zoo
-
     _check_choice("preset", preset, PRESETS)
-    values = dict(zoo.get_preset(model))
+    values = dict(paper_fields)
     if preset == "fast":
         values.update(iterations=None, epochs=FAST_EPOCHS, lr_boundaries=(), warmup_iterations=0)
     return override(ExperimentConfig(), model=model, dataset=dataset, **values)

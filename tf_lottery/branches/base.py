@@ -22,7 +22,7 @@ class BranchInputs:
     weights: list[np.ndarray]
     model: Any
     seed: int
-    granularity: str = "weight"  # what a random mask of the same structure removes (`tf_lottery.granularity`)
+    granularity: str = "weight"  # what a random mask of the same structure removes (`tf_lottery.masking.granularity`)
     kinds: Mapping[str, str] = dataclasses.field(default_factory=dict)
     units: Any = None  # the traced unit graph, for granularity='unit'
     # The level's masks pruned by the lowest scores instead (the score-inversion control); a driver

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from tf_lottery import masks as mask_math
-from tf_lottery import granularity as granular
 from tf_lottery.branches.base import Branch, BranchInputs
+from tf_lottery.masking import granularity as granular
+from tf_lottery.masking import masks as mask_math
 
 
 def start(inputs: BranchInputs):

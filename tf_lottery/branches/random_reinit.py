@@ -4,7 +4,7 @@ from tf_lottery.branches.base import Branch, BranchInputs
 
 
 def start(inputs: BranchInputs):
-    from tf_lottery import pruning
+    from tf_lottery.masking import pruning
 
     return inputs.masks, pruning.reinitialized(inputs.model, inputs.weights, inputs.seed)
 

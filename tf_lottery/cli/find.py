@@ -82,8 +82,8 @@ def main(argv):
             raise ValueError("output_dir='' is empty; give a directory for the run (--output_dir=runs/NAME)")
         config = config_from_flags()
         runs = replicate_runs(config, FLAGS.output_dir, FLAGS.replicates)
-        from tf_lottery import distribute, lottery
-        from tf_lottery.progress import Progress
+        from tf_lottery.search import distribute, find as lottery
+        from tf_lottery.search.progress import Progress
 
         strategy = distribute.get_strategy(config.runtime)
         tickets = []

@@ -88,7 +88,9 @@ def config_from_flags(names: list[str], model: str, preset: str, dataset: str, f
     Giving `epochs` without `iterations` replaces the preset's iteration budget (and its
     iteration-based schedule: lr_boundaries, warmup_iterations, unless given too).
     """
-    config = config_lib.from_preset(model, preset, dataset)
+    import tf_lottery_models as zoo  # TensorFlow: only the commands that build a config from flags need it
+
+    config = zoo.from_preset(model, preset, dataset)
     values = given_values(names, flag_values)
     values.pop("model", None)
     values.pop("dataset", None)

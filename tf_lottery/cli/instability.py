@@ -60,8 +60,9 @@ def main(argv):
         if not FLAGS.run_dir:
             raise ValueError("no --run_dir given; pass a lottery-find output_dir (--run_dir=runs/NAME)")
         runtime = runtime_from_flags()
-        from tf_lottery import distribute, stability
-        from tf_lottery.progress import Progress
+        from tf_lottery.search import distribute
+        from tf_lottery.analysis import instability as stability
+        from tf_lottery.search.progress import Progress
 
         strategy = distribute.get_strategy(runtime)
         mode = "quiet" if FLAGS.quiet else "verbose" if FLAGS.verbose else "normal"

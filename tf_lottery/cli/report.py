@@ -60,7 +60,7 @@ def _levels(values) -> list[float]:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from tf_lottery import report  # imports no TensorFlow
+    from tf_lottery.report import writer as report  # imports no TensorFlow
     from tf_lottery.cli import errors
 
     try:
@@ -85,7 +85,7 @@ def main(argv):
 
 def _serving(errors) -> int:
     """lottery-report --serving=FILE: the frontier of one benchmark record."""
-    from tf_lottery import report_serving
+    from tf_lottery.report import serving as report_serving
 
     try:
         if FLAGS.run_dir or FLAGS.compare:

@@ -33,7 +33,7 @@ from tf_lottery.export.sparse_layers import (
 )
 from tf_lottery.export.verification import Verification, verify
 from tf_lottery.export.versions import MAX_VERSION, directory_bytes, model_directory
-from tf_lottery.run_checks import select_round
+from tf_lottery.search.run_checks import select_round
 
 __all__ = [
     "CHECK_EXAMPLES", "CSR_MIN_BATCH", "ExportResult", "FORMATS", "INPUT_NAME", "LoadedTicket", "MAX_VERSION",

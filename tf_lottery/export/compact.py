@@ -22,7 +22,7 @@ from typing import Mapping
 import numpy as np
 import tf_keras as keras
 
-from tf_lottery import unit_graph
+from tf_lottery.masking import unit_graph
 
 _UNIT_LAYERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 SUBJECT = "format='compact'"

@@ -16,17 +16,19 @@ from typing import Optional, Union
 import numpy as np
 import tf_keras as keras
 
-from tf_lottery import checkpoints, files, pruning, training
-from tf_lottery import masks as mask_math
+from tf_lottery import files
 from tf_lottery.export import saved_model, versions
 from tf_lottery.export.compact import compact_model
+from tf_lottery.masking import masks as mask_math
+from tf_lottery.masking import pruning
+from tf_lottery.search import checkpoints, training
 from tf_lottery.export.layout import (
     FORMATS, INPUT_NAME, MAX_WARMUP, METADATA_FILE, OUTPUT_NAMES, SIGNATURE, TFLITE_FILE, WARMUP_FILE,
 )
 from tf_lottery.export.loading import ModelSource, check_inputs, load_ticket
 from tf_lottery.export.sparse_layers import sparse_model
 from tf_lottery.export.verification import Verification, random_images, verify
-from tf_lottery.run_directory import RunDirectory
+from tf_lottery.search.run_directory import RunDirectory
 
 
 @dataclasses.dataclass

@@ -16,14 +16,14 @@ from typing import Callable, Optional, Union
 import numpy as np
 import tf_keras as keras
 
-from tf_lottery import building, checkpoints
-from tf_lottery import masks as mask_math
-from tf_lottery import pruning
-from tf_lottery.errors import first_line
 from tf_lottery.config import ExperimentConfig
+from tf_lottery.errors import first_line
 from tf_lottery.export.layout import CHECK_EXAMPLES
-from tf_lottery.run_checks import select_round
-from tf_lottery.run_directory import RunDirectory
+from tf_lottery.masking import masks as mask_math
+from tf_lottery.masking import pruning
+from tf_lottery.search import building, checkpoints
+from tf_lottery.search.run_checks import select_round
+from tf_lottery.search.run_directory import RunDirectory
 
 ModelSource = Union[keras.Model, Callable[..., keras.Model], None]
 DATASET_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
@@ -159,7 +159,7 @@ def test_images(config: ExperimentConfig, count: int = CHECK_EXAMPLES) -> np.nda
 
 
 def _test_split(config: ExperimentConfig, count: int) -> tuple[np.ndarray, str]:
-    from tf_lottery import data
+    from tf_lottery.data import datasets as data
 
     splits = data.load(config.data.dataset, data_dir=config.data.data_dir, validation_size=0)
     return splits.test_images[:count].astype(np.float32) / 255.0, data.source_line(splits.data_source)

@@ -16,12 +16,12 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tf_lottery import pruning
 from tf_lottery.export import loading, saved_model
 from tf_lottery.export.layout import EXPORT_AGAIN, INPUT_NAME, SIGNATURE, TFLITE_FILE, TOLERANCE, WARMUP_FILE, read_metadata
 from tf_lottery.export.sparse_layers import decode_positions
 from tf_lottery.export.versions import directory_bytes
 from tf_lottery.files import corrupt
+from tf_lottery.masking import pruning
 
 
 @dataclasses.dataclass

@@ -13,9 +13,9 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from tf_lottery import granularity as granular
-from tf_lottery import masks as mask_math
 from tf_lottery.config import PruningConfig
+from tf_lottery.masking import granularity as granular
+from tf_lottery.masking import masks as mask_math
 
 Masks = dict[str, np.ndarray]
 
@@ -39,7 +39,7 @@ class PruneInputs:
     model: Any = None
     batches: Any = None
     loss: Any = None
-    units: Any = None  # the traced unit graph (`tf_lottery.unit_graph.UnitMap`), for granularity='unit'
+    units: Any = None  # the traced unit graph (`tf_lottery.masking.unit_graph.UnitMap`), for granularity='unit'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +88,7 @@ def select(config: PruningConfig, scores: Mapping[str, np.ndarray], masks: Mappi
            kinds: Mapping[str, str], level: int, signed: bool = False, units: Any = None,
            invert: bool = False) -> Masks:
     """The masks of `level` from `scores`: layerwise, or over the pool of `pool_layers` (the output
-    layer at its own rate when outside it); by units, blocks or 2:4 groups at those granularities (`tf_lottery.granularity`).
+    layer at its own rate when outside it); by units, blocks or 2:4 groups at those granularities (`tf_lottery.masking.granularity`).
 
     `invert` keeps the lowest-ranked survivors instead, with the same counts: the score-inversion
     sanity check of Frankle, Dziugaite, Roy & Carbin (ICLR 2021).

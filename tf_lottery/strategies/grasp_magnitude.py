@@ -1,7 +1,7 @@
 """GraSP by magnitude (Frankle, Dziugaite, Roy & Carbin, ICLR 2021): keep the highest |w * Hg|.
 
 Frankle et al. found GraSP's signed ranking no better than random pruning and proposed ranking
-by the magnitude of the same score; the scores are GraSP's (`tf_lottery.scoring.grasp_scores`).
+by the magnitude of the same score; the scores are GraSP's (`tf_lottery.masking.scoring.grasp_scores`).
 """
 
 from tf_lottery.strategies.base import Strategy

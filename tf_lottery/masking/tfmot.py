@@ -9,7 +9,7 @@ tf-keras's own API modules; afterwards the user's loaders (resolved or not) and 
 TF_USE_LEGACY_KERAS are put back, so `tf.keras` is whatever it would have been without us.
 TF-MOT itself ends up bound to `tf_keras.api._v2.keras`, exactly as with TF_USE_LEGACY_KERAS=1.
 
-Import TF-MOT only through this module (`from tf_lottery._tfmot import tfmot`).
+Import TF-MOT only through this module (`from tf_lottery.masking.tfmot import tfmot`).
 """
 
 import os

@@ -21,9 +21,9 @@ mistyped path is refused in one line instead of training on other data. Every `S
 carries `data_source` (kind, path, how it was chosen, file names and sha256), which runs
 record in config.json and summary.json.
 
-Pixels. `Splits` keeps images as uint8 (N, H, W, C) in memory; `tf_lottery.inputs`
+Pixels. `Splits` keeps images as uint8 (N, H, W, C) in memory; `tf_lottery.data.inputs`
 scales them to float32 in [0, 1] (x / 255) inside the tf.data pipeline, with no
-mean/std normalization. Raw files are read by `tf_lottery.data_files`.
+mean/std normalization. Raw files are read by `tf_lottery.data.raw_files`.
 """
 
 import dataclasses
@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tf_lottery.data_files import (  # noqa: F401  (read_idx, read_cifar10_bin, source_line are re-exported)
+from tf_lottery.data.raw_files import (  # noqa: F401  (read_idx, read_cifar10_bin, source_line are re-exported)
     DEBIAN_FASHION_MNIST_DIR, NUM_CLASSES, IDX_FILES, CIFAR_DIR, CIFAR_TRAIN_FILES, CIFAR_TEST_FILE, file_names,
     found_files, load_local, local_dirs, read_cifar10_bin, read_idx, source_line,
 )

@@ -1,6 +1,6 @@
 """Importance scores for pruning at initialization: SNIP, GraSP, SynFlow, magnitude and random.
 
-Every scorer takes a tf-keras model wrapped by `tf_lottery.pruning.wrap` (masks live in its
+Every scorer takes a tf-keras model wrapped by `tf_lottery.masking.pruning.wrap` (masks live in its
 wrappers and pruned weights are 0) and returns `{layer name: float64 array shaped like the
 kernel}` where a higher score means "keep first". Only the kernels of the wrapped Dense and
 Conv layers are scored, exactly the tensors that carry masks: biases, normalization
@@ -8,7 +8,7 @@ parameters and unwrapped layers are never scored or pruned (as in the reference 
 default prunes only Linear/Conv weights). Scores at already-pruned positions are whatever the
 formula gives (usually 0); the selection functions ignore them.
 
-Turn scores into masks with `tf_lottery.masks.global_masks` / `layerwise_masks`, which rank by
+Turn scores into masks with `tf_lottery.masking.masks.global_masks` / `layerwise_masks`, which rank by
 |score| (fine for the non-negative scores of SNIP, SynFlow, magnitude and random) or, with
 `signed=True`, by the score itself (needed for GraSP).
 
@@ -30,8 +30,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tf_lottery import masks as mask_math
-from tf_lottery import pruning
+from tf_lottery.masking import masks as mask_math
+from tf_lottery.masking import pruning
 
 Scores = dict[str, np.ndarray]
 Batch = tuple  # (inputs, targets)
@@ -277,7 +277,7 @@ def _wrappers(model: keras.Model) -> list:
     if not wrappers:
         raise ValueError(
             f"model {getattr(model, 'name', model)!r} has no pruning wrappers; "
-            "wrap it with tf_lottery.pruning.wrap first"
+            "wrap it with tf_lottery.masking.pruning.wrap first"
         )
     return wrappers
 

@@ -10,7 +10,7 @@ import os
 
 import tensorflow as tf
 
-from tf_lottery.run_directory import CorruptRunError, RunDirectory, atomic_directory
+from tf_lottery.search.run_directory import CorruptRunError, RunDirectory, atomic_directory
 
 
 def ticket_checkpoint(model) -> tf.train.Checkpoint:
@@ -53,7 +53,7 @@ def check_readable(prefix: str, fix: str) -> None:
 
 def save_progress(run: RunDirectory, state: dict, model) -> None:
     """A mid-training checkpoint (model, optimizer) and its state, in one atomic directory."""
-    from tf_lottery.run_directory import atomic_write_json
+    from tf_lottery.search.run_directory import atomic_write_json
 
     with atomic_directory(run.progress_dir) as tmp:
         training_checkpoint(model).write(os.path.join(tmp, "state"))

@@ -6,7 +6,8 @@ layers' own configs agree key for key once Keras-3-only keys that are inactive a
 Weights are copied per layer with get_weights/set_weights, so they are equal bit for bit.
 Only the layers in `SUPPORTED_LAYERS` are carried over, matched by exact class; anything
 else is refused in one line before a model is built. Nothing here imports Keras 3 at module
-import: `is_keras3_model` only looks at modules the user has already imported.
+import: `is_keras3_model` (from `tf_lottery.masking.keras_kind`) only looks at modules the user has
+already imported.
 
 Example:
     import keras
@@ -20,31 +21,13 @@ Example:
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
-from tf_lottery.keras3_graph import (  # noqa: F401  (re-exported)
+from tf_lottery.keras3.graph import (  # noqa: F401  (re-exported)
     KERAS3, TF_KERAS, SUPPORTED_ACTIVATIONS, SUPPORTED_LAYERS, SUPPORTED_POLICIES, class_path, masked_weights,
     Rebuild, copy_weights,
 )
-
-def is_keras3_model(obj) -> bool:
-    """True when `obj` is a Keras 3 model (`keras.Model`, also reached as tf.keras in Keras 3).
-
-    Keras is not imported here: if the user has not imported it, `obj` cannot be one of its models.
-
-    Args:
-        obj: anything.
-
-    Returns:
-        Whether `obj` is an instance of Keras 3's `keras.Model`.
-    """
-    keras = sys.modules.get("keras")
-    if keras is None or not str(getattr(keras, "__version__", "")).startswith("3."):
-        return False
-    return isinstance(obj, keras.Model)
-
+from tf_lottery.masking.keras_kind import is_keras3_model  # noqa: F401  (re-exported)
 
 def to_tf_keras(model):
     """Rebuild a Keras 3 Sequential or functional model as a tf-keras model with the same weights.
@@ -86,7 +69,7 @@ def to_keras3(tf_model, template=None):
 
     Args:
         tf_model: a tf-keras Sequential or functional model, possibly wrapped by
-            `tf_lottery.pruning.wrap`.
+            `tf_lottery.masking.pruning.wrap`.
         template: the user's original Keras 3 model. When given, the result is
             `keras.models.clone_model(template)` (the user's exact layers and configs) holding
             `tf_model`'s weights, matched by layer name. Otherwise the Keras 3 model is rebuilt
@@ -125,7 +108,7 @@ def _stripped(tf_model):
     """`tf_model` without TF-MOT wrappers, and the masks of its wrapped layers by id of the layer."""
     if not any(hasattr(layer, "pruning_vars") for layer in tf_model.layers):
         return tf_model, {}
-    from tf_lottery import pruning
+    from tf_lottery.masking import pruning
 
     # strip_pruning hands back the wrapped layers themselves, so they identify their masks.
     masks = {id(w.layer): w.pruning_vars[0][1].numpy() for w in pruning.prunable_layers(tf_model)}

@@ -176,7 +176,7 @@ def select_round(rows: Sequence[dict], which) -> int:
     return index
 
 
-# Keys of an instability result (`instability/level_RR_k_KKKKK/path.json`, tf_lottery.stability).
+# Keys of an instability result (`instability/level_RR_k_KKKKK/path.json`, tf_lottery.analysis.instability).
 INSTABILITY_KEYS = {
     "level": int,
     "rewind_step": int,
@@ -195,6 +195,32 @@ INSTABILITY_KEYS = {
 INSTABILITY_OPTIONAL_KEYS = {"mask_rewind_step": int, "control": str}
 
 
+def error_barrier(errors: Sequence[float]) -> float:
+    """The paper's instability: max error along the path minus the mean of the endpoints' errors.
+
+    Defined here, beside the check of recorded results, so that the run directory (and the report,
+    which reads it) need not import the analysis; `tf_lottery.analysis.linear_path` re-exports it.
+
+    The max runs over all points, endpoints included, so the result is >= 0; identical errors
+    everywhere give exactly 0.
+
+    Args:
+        errors: errors at increasing alpha, errors[0] at network a and errors[-1] at network b.
+
+    Returns:
+        max(errors) - (errors[0] + errors[-1]) / 2.
+
+    Raises:
+        ValueError: fewer than two errors, or a NaN among them.
+    """
+    values = np.asarray(errors, np.float64)
+    if values.ndim != 1 or values.size < 2:
+        raise ValueError(f"need the errors at two or more points of the path, got {values.size}")
+    if np.any(np.isnan(values)):
+        raise ValueError("errors along the path contain NaN")
+    return float(values.max() - (values[0] + values[-1]) / 2.0)
+
+
 def instability_variant(result: dict) -> str:
     """The folder suffix an instability result belongs under: "", "mask_k", a control, or "mask_k_" + control."""
     parts = (["mask_k"] if "mask_rewind_step" in result else []) + ([result["control"]] if result.get("control") else [])
@@ -205,11 +231,9 @@ def check_instability(path: str, result: Any, level: Optional[int] = None, rewin
                       variant: Optional[str] = None) -> dict:
     """An instability result: the test errors at two or more alphas from 0 to 1, and their barrier.
 
-    The barrier must be the errors' own (`instability.error_barrier`); `level`, `rewind_step` and
+    The barrier must be the errors' own (`error_barrier`); `level`, `rewind_step` and
     `variant`, when given, must be the ones its folder names.
     """
-    from tf_lottery.instability import error_barrier  # NumPy only
-
     optional = set(result) & set(INSTABILITY_OPTIONAL_KEYS) if isinstance(result, dict) else set()
     if not isinstance(result, dict) or set(result) - optional != set(INSTABILITY_KEYS):
         keys = sorted(result) if isinstance(result, dict) else type(result).__name__

@@ -1,4 +1,4 @@
-"""The report's figures, drawn with matplotlib (Agg) from the Series of report_data; nothing is computed here.
+"""The report's figures, drawn with matplotlib (Agg) from the Series of `tf_lottery.report.data`; nothing is computed here.
 
 Each `plot_*` takes the curves by name, writes one PNG atomically and returns False when it has
 nothing to draw. Branch colours and line styles follow the branch registry's order.
@@ -13,8 +13,8 @@ from typing import Sequence
 import numpy as np
 
 from tf_lottery.files import atomic_write_bytes
-from tf_lottery.report_data import Series
-from tf_lottery.report_runs import STAGE_LABELS, STAGES
+from tf_lottery.report.data import Series
+from tf_lottery.report.runs import STAGE_LABELS, STAGES
 
 STAGE_COLORS = {name: f"C{i}" for i, name in enumerate(STAGES)}
 # In a comparison colour tells the searches apart, so the line tells the branches apart.

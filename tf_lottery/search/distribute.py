@@ -15,6 +15,7 @@ address fails in one line instead of a traceback or a hang of minutes inside Ten
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -27,9 +28,10 @@ from typing import Iterator, Optional
 import numpy as np
 import tensorflow as tf
 
-from tf_lottery.errors import first_line
 from tf_lottery.config import STRATEGIES, RuntimeConfig
-from tf_lottery.run_directory import RunDirectory
+from tf_lottery.data.inputs import Inputs
+from tf_lottery.errors import first_line
+from tf_lottery.search.run_directory import RunDirectory
 
 # What TF raises when a peer dies, hangs past a collective timeout or never registers.
 PEER_ERRORS = (
@@ -312,6 +314,25 @@ def check_batch_size(batch_size: int, strategy: tf.distribute.Strategy) -> None:
             f"batch_size={batch_size} is the global batch and smaller than the {replicas} replicas of the "
             f"strategy; allowed: batch_size >= {replicas}"
         )
+
+
+def for_strategy(inputs: Inputs, strategy, batch_size: Optional[int]) -> Inputs:
+    """`inputs` as `strategy` reads them: the global `batch_size` checked against the replicas (None: the
+    user's datasets are batched already), and each worker's share under several workers."""
+    if batch_size is not None:
+        check_batch_size(batch_size, strategy)
+    return shard_for_workers(inputs) if num_workers(strategy) > 1 else inputs
+
+
+def shard_for_workers(inputs: Inputs) -> Inputs:
+    """Multi-worker: each worker reads the same global batches and keeps its share (exact evaluation)."""
+    shard = shard_by_data
+    return dataclasses.replace(
+        inputs,
+        train_from=lambda seed, start: shard(inputs.train_from(seed, start)),
+        validation=shard(inputs.validation),
+        test=shard(inputs.test),
+    )
 
 
 def replica_values(variable) -> list[np.ndarray]:

@@ -1,6 +1,6 @@
 """The instability analysis in a report: instability versus rewind step per level, and test error along the path.
 
-Reads each run's `instability/level_RR_k_KKKKK[_VARIANT]/path.json` (written by `tf_lottery.stability`,
+Reads each run's `instability/level_RR_k_KKKKK[_VARIANT]/path.json` (written by `tf_lottery.analysis.instability`,
 checked by `RunDirectory.load_instability`; the variant names a mask of IMP rewound to k and a
 control). Replicates are averaged per (level, k, variant) with min-max bars, as the rest of the
 report is. Numbers (`curves`, `table`) are pure functions of the loaded
@@ -17,10 +17,10 @@ from typing import Sequence
 
 import numpy as np
 
-from tf_lottery.report_data import PAPER_LEVELS, Series, aggregate, format_cell, markdown_table, choose_rounds
-from tf_lottery.report_plots import in_percent, pyplot, save_figure
-from tf_lottery.report_runs import Run
-from tf_lottery.run_directory import RunDirectory
+from tf_lottery.report.data import PAPER_LEVELS, Series, aggregate, format_cell, markdown_table, choose_rounds
+from tf_lottery.report.plots import in_percent, pyplot, save_figure
+from tf_lottery.report.runs import Run
+from tf_lottery.search.run_directory import RunDirectory
 
 
 CONTROL_LABELS = {"": "IMP", "random_prune": "random pruning", "random_reinit": "random reinit"}

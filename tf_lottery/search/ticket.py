@@ -12,8 +12,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from tf_lottery import masks as mask_math
-from tf_lottery import run_directory as rundir
+from tf_lottery.masking import masks as mask_math
+from tf_lottery.search import run_directory as rundir
 
 
 @dataclasses.dataclass(repr=False)
@@ -74,7 +74,8 @@ class Ticket:
         Plain tf-keras layers when `strip` (what to evaluate, save or serve); otherwise still in
         pruning wrappers, masks in place.
         """
-        from tf_lottery import checkpoints, pruning
+        from tf_lottery.search import checkpoints
+        from tf_lottery.masking import pruning
 
         index = self.round_index(round)
         model = self._search.model
@@ -84,7 +85,7 @@ class Ticket:
 
     def rewound_model(self, round="last"):
         """The ticket of `round` at its rewind point, in pruning wrappers: what IMP retrains."""
-        from tf_lottery import pruning
+        from tf_lottery.masking import pruning
 
         index = self.round_index(round)
         model = self._search.model
@@ -94,7 +95,8 @@ class Ticket:
 
     def control_model(self, name: str, round="last"):
         """The start of a control (`random_reinit`, `random_prune`, ...) of `round`, in wrappers, ready to train."""
-        from tf_lottery import branches, pruning
+        from tf_lottery import branches
+        from tf_lottery.masking import pruning
 
         index = self.round_index(round)
         branch = branches.get(name)
@@ -142,7 +144,7 @@ def _independent(model):
 
 def _copy_wrapped(model):
     """A new wrapped model with `model`'s weights and masks (so later calls do not change it)."""
-    from tf_lottery import pruning
+    from tf_lottery.masking import pruning
 
     copy = pruning.wrap(_independent(pruning.strip(model)), warn=False)
     pruning.set_masks(copy, pruning.get_masks(model))

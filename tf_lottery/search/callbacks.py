@@ -6,7 +6,7 @@ the survivors to the rewind point; then the round trains. After `fit` returns th
 that round's *trained* network, as Keras leaves any model. Masks belong to tf_lottery: a restore
 that changes them (`load_weights`, `EarlyStopping(restore_best_weights=True)` from another round,
 `set_weights`) is undone at the next epoch end or fit start, with one warning line, whatever
-the callback order. Pruned weights stay 0 with any optimizer (see `tf_lottery.pruning`), and a
+the callback order. Pruned weights stay 0 with any optimizer (see `tf_lottery.masking.pruning`), and a
 reused optimizer is reset at each round start, as the paper trains each round with a fresh one.
 """
 
@@ -18,9 +18,10 @@ from typing import Optional
 import numpy as np
 import tf_keras as keras
 
-from tf_lottery import branches, pruning, strategies
-from tf_lottery import masks as mask_math
+from tf_lottery import branches, strategies
 from tf_lottery.config import PruningConfig, RuntimeConfig
+from tf_lottery.masking import masks as mask_math
+from tf_lottery.masking import pruning
 
 
 def _build_optimizer(optimizer, variables) -> None:
@@ -146,7 +147,7 @@ class LotteryCallback(keras.callbacks.Callback):
         if self.config.granularity != "unit":
             return None
         if self._units is None or self._units[0] is not model:
-            from tf_lottery import unit_graph
+            from tf_lottery.masking import unit_graph
 
             self._units = (model, unit_graph.trace(model, tuple(pruning.layer_kinds(model))))
         return self._units[1]

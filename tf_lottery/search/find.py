@@ -1,6 +1,6 @@
 """`find_ticket`: set a search up (model, inputs, objective, run directory, strategy) and run it.
 
-The level loop itself is `tf_lottery.levels.Search`; this module turns what a user passes (a zoo
+The level loop itself is `tf_lottery.search.levels.Search`; this module turns what a user passes (a zoo
 name, a tf-keras or Keras 3 model or builder, arrays, `Splits` or tf.data, an optimizer object
 or a compiled model) into one validated setup, and refuses what cannot be made right in one
 line, before anything is written.
@@ -19,13 +19,16 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tf_lottery import branches, building, distribute, inputs as inputs_lib, pruning, strategies, training
+from tf_lottery import branches, strategies
 from tf_lottery import config as config_lib
-from tf_lottery import data_files
 from tf_lottery.config import ExperimentConfig
-from tf_lottery.levels import Search
-from tf_lottery.run_directory import RunDirectory
-from tf_lottery.ticket import Ticket
+from tf_lottery.data import inputs as inputs_lib
+from tf_lottery.data import raw_files
+from tf_lottery.masking import pruning
+from tf_lottery.search import building, distribute, training
+from tf_lottery.search.levels import Search
+from tf_lottery.search.run_directory import RunDirectory
+from tf_lottery.search.ticket import Ticket
 
 ModelSource = Union[keras.Model, Callable[..., keras.Model], None]
 CHECK_IMAGES = 512
@@ -207,7 +210,7 @@ def find_ticket(
       callbacks: Keras callbacks added to every network's training.
       optimizer, loss, metrics: any Keras optimizer (object, config or name), loss and metrics;
         each network trains with a fresh copy of the optimizer, as in the paper.
-      log, progress: where round lines go; a `tf_lottery.progress.Progress` bar.
+      log, progress: where round lines go; a `tf_lottery.search.progress.Progress` bar.
 
     Returns:
       A `Ticket`: every round's masks and metrics; `trained_model()`, `rewound_model()`, `export()`.
@@ -225,7 +228,7 @@ def find_ticket(
     with contextlib.ExitStack() as stack:
         run, keep = stack.enter_context(_run_directory(output_dir, setup.strategy))
         search, record = _open_search(stack, setup, run, callbacks, loss, metrics, log, progress)
-        log(DATA_LINE_PREFIX + data_files.source_line(setup.inputs.data_source))
+        log(DATA_LINE_PREFIX + raw_files.source_line(setup.inputs.data_source))
         stack.enter_context(distribute.peer_failures(setup.strategy, output_dir))
         rows = search.search(record)
         return Ticket(
@@ -278,7 +281,7 @@ class _Setup:
             raise ValueError(f"rewind_step={config.pruning.rewind_step} is past the end of training ({total} "
                              f"iterations); allowed: 0 <= rewind_step < {total}")
         batch_size = None if isinstance(train, tf.data.Dataset) else config.training.batch_size
-        inputs = inputs_lib.for_strategy(inputs, strategy, batch_size)
+        inputs = distribute.for_strategy(inputs, strategy, batch_size)
         return cls(config, inputs, strategy, model, compiled, template, config.data.dataset if train is None else "train")
 
 

@@ -12,7 +12,7 @@ Layout (RR is the two-digit round, STAGE is `main` for the ticket or a branch na
   in_progress/               a mid-training checkpoint of the stage now running, for resuming
   summary.json, rounds.csv   every finished round, rebuilt from the round files after each stage
   tensorboard/               scalars per stage
-  instability/               the instability analysis (tf_lottery.stability), KKKKK the rewind step k:
+  instability/               the instability analysis (tf_lottery.analysis.instability), KKKKK the rewind step k:
     theta_k/k_KKKKK.npz        the dense network after k iterations of round 0's training (in_progress/: that
                                training, cut off)
     level_RR_k_KKKKK/          two copies of round RR's ticket trained from theta_k: a.npz, b.npz (weights),
@@ -46,7 +46,7 @@ from tf_lottery.files import (  # noqa: F401  (re-exported: the run's own file h
     CorruptRunError, atomic_directory, atomic_write_bytes, atomic_write_json, corrupt, is_temporary, load_arrays,
     load_json, refuse_link, save_arrays,
 )
-from tf_lottery.run_checks import (  # noqa: F401
+from tf_lottery.search.run_checks import (  # noqa: F401
     check_value, check_history, check_instability, check_masks, check_ours, check_row, check_stage, check_weights,
     select_round, stage_row,
 )
@@ -55,7 +55,7 @@ MAIN = "main"
 STAGE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _ROUND_DIR = re.compile(r"^round_(\d{2,})$")
 # level_RR_k_KKKKK, then what the copies train besides the run's own mask: `_mask_k` (the mask of an
-# IMP search rewound to k) and a control at that mask's sparsity (`tf_lottery.stability.CONTROLS`).
+# IMP search rewound to k) and a control at that mask's sparsity (`tf_lottery.analysis.instability.CONTROLS`).
 _INSTABILITY_DIR = re.compile(r"^level_(\d{2,})_k_(\d{5,})((?:_mask_k)?(?:_random_prune|_random_reinit)?)$")
 CSV_COLUMNS = (
     "round",

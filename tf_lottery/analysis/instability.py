@@ -7,7 +7,7 @@ round r's mask keeps, and train two copies for the remaining T - k iterations wi
 rate schedule continuing from k, each on its own data order. Then evaluate the test error at
 `points` evenly spaced alphas on the straight line between the two trained copies; the
 instability is the error barrier, the maximum error on the path minus the mean of the endpoints'
-(`tf_lottery.instability`, which holds the math). Level 0 is the dense network.
+(`tf_lottery.analysis.linear_path`, which holds the math). Level 0 is the dense network.
 
 All of theta_k for a sweep comes from one dense training to max(k), captured at each k (k = 0 is
 initial.npz; k = the run's rewind_step is its rewind.npz). Like lottery-find's stages, every result
@@ -23,8 +23,8 @@ point). Each copy starts with a fresh optimizer, like every network of a search 
 points hold weights, not optimizer state), and trains with the default cross-entropy on the
 model's output (config.json does not record a user's own loss).
 
-    from tf_lottery import stability
-    rows = stability.analyze("runs/lenet", levels=(0, 3), rewind_steps=(0, 100, 500))
+    from tf_lottery.analysis import instability
+    rows = instability.analyze("runs/lenet", levels=(0, 3), rewind_steps=(0, 100, 500))
     rows[0]["barrier"], rows[0]["errors"]   # what instability/level_00_k_00000/path.json holds
 """
 
@@ -41,14 +41,18 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tf_lottery import branches, data_files, distribute, instability, per_k_search, pruning, training
-from tf_lottery import inputs as inputs_lib
+from tf_lottery import branches
 from tf_lottery import config as config_lib
-from tf_lottery import masks as mask_math
+from tf_lottery.analysis import linear_path, per_k_search
+from tf_lottery.data import inputs as inputs_lib
+from tf_lottery.data import raw_files
 from tf_lottery.files import atomic_write_json, corrupt, load_json
-from tf_lottery.levels import Search
-from tf_lottery.run_checks import check_stage
-from tf_lottery.run_directory import CorruptRunError, RunDirectory
+from tf_lottery.masking import masks as mask_math
+from tf_lottery.masking import pruning
+from tf_lottery.search import distribute, training
+from tf_lottery.search.levels import Search
+from tf_lottery.search.run_checks import check_stage
+from tf_lottery.search.run_directory import CorruptRunError, RunDirectory
 
 MAIN = branches.MAIN
 COPIES = ("a", "b")
@@ -287,7 +291,7 @@ class _Analysis:
             return 1.0 - float(m.evaluate(search.inputs.test, verbose=0, return_dict=True)["accuracy"])
 
         (weights_a, result_a), (weights_b, result_b) = copies["a"], copies["b"]
-        path = instability.evaluate_path(model, weights_a, weights_b, test_error, self.points)
+        path = linear_path.evaluate_path(model, weights_a, weights_b, test_error, self.points)
         row = {
             "level": cell.level,
             "rewind_step": cell.rewind_step,
@@ -317,7 +321,7 @@ def _open(run: RunDirectory, record: dict, config, strategy, model, splits) -> S
             f"{run.path} was trained on other data (data fingerprint {saved}, now {inputs.fingerprint}): the images "
             f"or labels loaded for dataset {config.data.dataset!r} differ; give the run's data (--data_dir)"
         )
-    inputs = inputs_lib.for_strategy(inputs, strategy, config.training.batch_size)
+    inputs = distribute.for_strategy(inputs, strategy, config.training.batch_size)
     keras.utils.set_random_seed(config.runtime.seed)
     with strategy.scope():
         wrapped, _, _ = loading.rebuild(record, model)
@@ -463,13 +467,13 @@ def analyze(
       points: alphas on the path, 0 and 1 included (the paper: 30).
       strategy: a tf.distribute strategy; building, training and evaluating run in its scope.
       data_dir: where the run's dataset is, when not where config.json says.
-      log, progress: where the result lines go; a `tf_lottery.progress.Progress` bar.
+      log, progress: where the result lines go; a `tf_lottery.search.progress.Progress` bar.
       model: the run's model, only when config.json cannot rebuild it (custom layers), as for export.
       splits: the `tf_lottery.data.Splits` the run was trained on, for runs made on your own arrays.
       same_data_order: give both copies the same data order (a check of the method: barrier 0).
         Kept in its own folders (level_RR_k_KKKKK_same_order).
       mask_per_k: the paper's protocol: at each k the copies of level r train under round r's mask of
-        an IMP search rewound to k (`tf_lottery.per_k_search`; found once, resumable, sharing the
+        an IMP search rewound to k (`tf_lottery.analysis.per_k_search`; found once, resumable, sharing the
         run's dense training). Without it every k uses the run's own masks. Iterative magnitude
         pruning runs only.
       controls: also analyze, at each level > 0 and k, the copies of `random_prune` (a random mask
@@ -501,7 +505,7 @@ def analyze(
             tf.config.experimental.enable_op_determinism()
         search = _open(run, record, config, strategy, model, splits)
         search.log, search.progress = log, progress
-        log("data: " + data_files.source_line(search.inputs.data_source))
+        log("data: " + raw_files.source_line(search.inputs.data_source))
         _check_finished(search, levels, rewind_steps)
         run.lock()  # held to the end: lottery-find cannot resume the run meanwhile, nor another analysis
         stack.callback(run.unlock)

@@ -18,9 +18,9 @@ from typing import Iterable, Optional, Sequence
 
 from tf_lottery import branches
 from tf_lottery import config as config_lib
-from tf_lottery import run_directory as rundir
 from tf_lottery.files import corrupt, refuse_link
-from tf_lottery.run_checks import check_ours
+from tf_lottery.search import run_directory as rundir
+from tf_lottery.search.run_checks import check_ours
 
 STAGES = tuple(branches.names())
 STAGE_LABELS = {name: branches.get(name).label for name in STAGES}

@@ -1,11 +1,11 @@
 """What one pruning decision removes, as pure mask math: NumPy in, NumPy out, no Keras.
 
-- `weight`: single weights (the paper; `tf_lottery.masks`).
+- `weight`: single weights (the paper; `tf_lottery.masking.masks`).
 - `unit`: whole output units of Dense layers and filters of convolutions, ranked within their
   layer by the L2 norm of the unit's surviving scores (weights, for magnitude pruning); the rates
   are fractions of units. A pruned unit's outgoing rows (Dense) or input channels (convolution)
   in every layer it feeds are masked too, so it carries no signal; units tied by an Add are one
-  group, pruned together (`tf_lottery.unit_graph`). The output layer keeps all its units.
+  group, pruned together (`tf_lottery.masking.unit_graph`). The output layer keeps all its units.
 - `block`: blocks of 1x4 consecutive weights of a Dense kernel along its input dimension (the
   pattern of TFLite's sparse fully-connected kernel), ranked by their L2 norm; the rates are
   fractions of blocks. Other layers are pruned by weight.
@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Mapping, Optional
 
 import numpy as np
 
-from tf_lottery import masks as mask_math
+from tf_lottery.masking import masks as mask_math
 
 if TYPE_CHECKING:  # the traced graph; its module imports Keras, this one does not
-    from tf_lottery.unit_graph import UnitMap
+    from tf_lottery.masking.unit_graph import UnitMap
 
 Masks = dict[str, np.ndarray]
 BLOCK = 4  # 1x4 blocks: TFLite's optimized sparse fully-connected kernel
@@ -194,7 +194,7 @@ def m_by_n_dense_layers(shapes: Mapping[str, tuple], keep: Mapping[str, float]) 
 # -- all granularities --------------------------------------------------------------------------
 def select(granularity: str, scores: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray],
            keep: Mapping[str, float], kinds: Mapping[str, str], units: Optional["UnitMap"] = None) -> Masks:
-    """The next masks at a structured granularity (`weight` is `tf_lottery.masks.layerwise_masks`)."""
+    """The next masks at a structured granularity (`weight` is `tf_lottery.masking.masks.layerwise_masks`)."""
     if granularity == "unit":
         return unit_masks(scores, masks, keep, units)
     if granularity == "block":

@@ -26,6 +26,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from tf_lottery.search.run_checks import error_barrier  # noqa: F401  (re-exported: the path's barrier)
+
 
 @dataclasses.dataclass(frozen=True)
 class PathResult:
@@ -97,29 +99,6 @@ def interpolate(
     return result
 
 
-def error_barrier(errors: Sequence[float]) -> float:
-    """The paper's instability: max error along the path minus the mean of the endpoints' errors.
-
-    The max runs over all points, endpoints included, so the result is >= 0; identical errors
-    everywhere give exactly 0.
-
-    Args:
-        errors: errors at increasing alpha, errors[0] at network a and errors[-1] at network b.
-
-    Returns:
-        max(errors) - (errors[0] + errors[-1]) / 2.
-
-    Raises:
-        ValueError: fewer than two errors, or a NaN among them.
-    """
-    values = np.asarray(errors, np.float64)
-    if values.ndim != 1 or values.size < 2:
-        raise ValueError(f"need the errors at two or more points of the path, got {values.size}")
-    if np.any(np.isnan(values)):
-        raise ValueError("errors along the path contain NaN")
-    return float(values.max() - (values[0] + values[-1]) / 2.0)
-
-
 def evaluate_path(
     model: Any,
     weights_a: Sequence[np.ndarray],
@@ -131,7 +110,7 @@ def evaluate_path(
     """Evaluate the error at `points` evenly spaced alphas from a (0) to b (1).
 
     Each point's weights are written with `restore(model, weights)`; the default,
-    `tf_lottery.pruning.restore`, re-applies the model's masks, so pruned weights stay 0 even
+    `tf_lottery.masking.pruning.restore`, re-applies the model's masks, so pruned weights stay 0 even
     if the endpoints were not exactly 0 there. The model is left holding weights_b.
 
     Args:
@@ -140,7 +119,7 @@ def evaluate_path(
         weights_b: weights of the second copy, same structure.
         evaluate_fn: `evaluate_fn(model) -> error`, e.g. test error as a fraction.
         points: number of alphas, at least 2; the paper uses 30.
-        restore: `restore(model, weights)`; defaults to `tf_lottery.pruning.restore`.
+        restore: `restore(model, weights)`; defaults to `tf_lottery.masking.pruning.restore`.
 
     Returns:
         PathResult with the alphas, the errors and the barrier.
@@ -151,7 +130,7 @@ def evaluate_path(
     if not (isinstance(points, (int, np.integer)) and points >= 2):
         raise ValueError(f"points {points!r} must be an integer of 2 or more")
     if restore is None:
-        from tf_lottery import pruning
+        from tf_lottery.masking import pruning
 
         restore = pruning.restore
     alphas = np.linspace(0.0, 1.0, int(points))

@@ -1,12 +1,12 @@
 """Plots and tables of ticket searches, drawn from the small files of their run directories alone.
 
-`write_report` reads the runs (report_runs: every file checked), computes every number
-(report_data: `curves`, `table`, pure functions) and draws them (report_plots). Replicates (the
+`write_report` reads the runs (`runs`: every file checked), computes every number
+(`data`: `curves`, `table`, pure functions) and draws them (`plots`). Replicates (the
 same search with other seeds) are averaged per round with min-max error bars, as the paper's
 figures are; with `compare=True`, runs of different searches are drawn as separate series instead,
 labelled by the config fields where they differ. Rounds or controls that have not finished are
 left out of the curves and listed in `notes`. Runs holding an instability analysis (lottery-instability)
-also get its plots and table (report_stability). Imports no TensorFlow.
+also get its plots and table (`instability`). Imports no TensorFlow.
 
     report.write_report(["runs/lenet3"], "reports/lenet3")
     report.curves(report.load_runs(["runs/lenet3"]))  # the numbers alone
@@ -18,15 +18,16 @@ import dataclasses
 import os
 from typing import Optional, Sequence
 
-from tf_lottery import data_files, report_stability
 from tf_lottery.branches import MAIN
+from tf_lottery.data import raw_files
 from tf_lottery.files import make_directories, remove_directories, atomic_write_bytes, atomic_write_json, temporary_name
-from tf_lottery.report_data import (
+from tf_lottery.report import instability
+from tf_lottery.report.data import (
     METRICS, PAPER_LEVELS, Series, choose_rounds, compare_curves, compare_key, comparison_table, curves, matched_table, round_levels,
     table,
 )
-from tf_lottery.report_plots import COMPARE_PLOT, PLOTS
-from tf_lottery.report_runs import (
+from tf_lottery.report.plots import COMPARE_PLOT, PLOTS
+from tf_lottery.report.runs import (
     STAGE_LABELS, STAGES, Group, Run, consistency_notes, differing_fields, find_runs, group_runs, is_run_dir, load_run,
     load_runs,
 )
@@ -99,7 +100,7 @@ def _data_lines(runs: Sequence[Run]) -> list[str]:
     """Where each run's data came from (one line when they agree), and why a search stopped early."""
     seen: dict[str, list[str]] = {}
     for run in runs:
-        line = data_files.source_line(run.data_source, files=True) if run.data_source else "not recorded (a run from before 0.3)"
+        line = raw_files.source_line(run.data_source, files=True) if run.data_source else "not recorded (a run from before 0.3)"
         if run.data_fingerprint:
             line += f"; data fingerprint `{run.data_fingerprint}`"
         seen.setdefault(line, []).append(os.path.basename(os.path.normpath(run.path)))
@@ -202,7 +203,7 @@ def write_report(
     runs = load_runs(run_dirs)
     _check_branches(branches)
     notes = ([] if compare else consistency_notes(runs)) + [n for run in runs for n in run.notes]
-    stability = report_stability.load_results(runs, notes)  # also lists their files for data_out
+    stability = instability.load_results(runs, notes)  # also lists their files for data_out
     title = _title(runs, compare)
     if compare:
         data, tables = _compare_sections(runs, branches, notes)
@@ -211,7 +212,7 @@ def write_report(
         data = curves(runs, levels)
         tables = ["## Rounds", "", "Mean (min-max) over runs; accuracy in percent of the test set.", "", table(runs)]
         plots = PLOTS
-        extra_data, extra_tables, extra_plots = report_stability.section(stability, levels)
+        extra_data, extra_tables, extra_plots = instability.section(stability, levels)
         data, tables, plots = {**data, **extra_data}, tables + extra_tables, plots + extra_plots
     _destinations(out, data_out)
     files, sections = _draw(plots, data, out, title, notes)

@@ -22,8 +22,8 @@ import shutil
 from tf_lottery import config as config_lib
 from tf_lottery import strategies
 from tf_lottery.files import atomic_directory
-from tf_lottery.levels import Search
-from tf_lottery.run_directory import RunDirectory
+from tf_lottery.search.levels import Search
+from tf_lottery.search.run_directory import RunDirectory
 
 
 def check_imp(config: config_lib.ExperimentConfig, path: str) -> None:

@@ -1,7 +1,7 @@
 """The numbers of a report: every curve (`curves`, `compare_curves`) and table, pure functions of loaded runs.
 
 Replicates (the same search with other seeds) are averaged per round with min and max as error
-bars, as the paper's figures are. The tests check these numbers; report_plots only draws them.
+bars, as the paper's figures are. The tests check these numbers; `plots` only draws them.
 No TensorFlow, no matplotlib.
 """
 
@@ -14,7 +14,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from tf_lottery.branches import MAIN
-from tf_lottery.report_runs import STAGE_LABELS, STAGES, Group, Run
+from tf_lottery.report.runs import STAGE_LABELS, STAGES, Group, Run
 
 METRICS = ("early_stop_test_accuracy", "test_accuracy", "early_stop_iteration")
 # Levels of weights remaining (percent) that the paper's Figure 3 shows for Lenet-300-100.

@@ -16,7 +16,6 @@ from typing import Any, Callable, Optional
 import numpy as np
 import tensorflow as tf
 
-from tf_lottery import distribute
 
 
 @dataclasses.dataclass
@@ -146,7 +145,7 @@ def _one_hot(labels: np.ndarray) -> bool:
 
 def _fingerprint(**splits) -> str:
     """The data fingerprint (`data.fingerprint_arrays`) of the arrays actually trained and evaluated on."""
-    from tf_lottery import data
+    from tf_lottery.data import datasets as data
 
     named = {}
     for name, value in splits.items():
@@ -279,27 +278,8 @@ def from_datasets(train, validation, test, batch_size: int, example_rank: Option
 def from_config(config, splits=None) -> Inputs:
     """The dataset `config.data` names, loaded as it says (or the `splits` given, e.g. the user's arrays)."""
     if splits is None:
-        from tf_lottery import data as data_lib
+        from tf_lottery.data import datasets as data_lib
 
         data = config.data
         splits = data_lib.load(data.dataset, data_dir=data.data_dir, validation_size=data.validation_size)
     return from_splits(splits, config.training.batch_size, config.data.train_subset)
-
-
-def for_strategy(inputs: Inputs, strategy, batch_size: Optional[int]) -> Inputs:
-    """`inputs` as `strategy` reads them: the global `batch_size` checked against the replicas (None: the
-    user's datasets are batched already), and each worker's share under several workers."""
-    if batch_size is not None:
-        distribute.check_batch_size(batch_size, strategy)
-    return shard_for_workers(inputs) if distribute.num_workers(strategy) > 1 else inputs
-
-
-def shard_for_workers(inputs: Inputs) -> Inputs:
-    """Multi-worker: each worker reads the same global batches and keeps its share (exact evaluation)."""
-    shard = distribute.shard_by_data
-    return dataclasses.replace(
-        inputs,
-        train_from=lambda seed, start: shard(inputs.train_from(seed, start)),
-        validation=shard(inputs.validation),
-        test=shard(inputs.test),
-    )

@@ -2,7 +2,7 @@
 
 A network's training runs as Keras `fit` calls whose "epochs" are evaluation periods of
 `eval_every` iterations, so evaluation needs no per-batch hook. The training data order is a
-pure function of (seed, iteration) (`tf_lottery.inputs`), so a network can restart from any
+pure function of (seed, iteration) (`tf_lottery.data.inputs`), so a network can restart from any
 checkpointed iteration and see exactly the batches an uninterrupted run would have seen;
 `train_stage` does that itself from the run directory's `in_progress/` checkpoint.
 """
@@ -468,7 +468,7 @@ def compile_for_stage(model, stage: Stage, config: TrainingConfig, objective: Ob
 
 def _resume(model, stage: Stage, run, log) -> tuple[int, list, float]:
     """(start iteration, evaluations so far, seconds so far): from `run`'s checkpoint of this stage, if any."""
-    from tf_lottery import checkpoints
+    from tf_lottery.search import checkpoints
 
     state = run.load_progress(stage.iterations) if run is not None else None
     if state is None:
@@ -491,7 +491,7 @@ class _Checkpointer:
         self.started = time.perf_counter()
 
     def __call__(self, evaluation: Evaluation) -> None:
-        from tf_lottery import checkpoints
+        from tf_lottery.search import checkpoints
 
         if self.progress is not None:
             self.progress.update(evaluation)
@@ -509,6 +509,6 @@ class _Checkpointer:
 
 
 def _wrappers(model) -> list:
-    from tf_lottery import pruning
+    from tf_lottery.masking import pruning
 
     return pruning.prunable_layers(model)

@@ -1,6 +1,6 @@
 """The level loop of one search: for each level, prune (or read the mask), train the ticket, train its branches.
 
-`tf_lottery.lottery.find_ticket` sets a search up and runs this loop. The run directory is the only state between stages
+`tf_lottery.search.find.find_ticket` sets a search up and runs this loop. The run directory is the only state between stages
 (a temporary one when no `output_dir` is given), as in open_lth's level loop: each step begins
 with "already on disk: use it", so a rerun resumes where it stopped, and a network cut off
 mid-way continues from its checkpoint (`training.train_stage`). Pruning is a pure function of the
@@ -19,13 +19,15 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tf_lottery import branches, checkpoints, pruning, strategies, training
-from tf_lottery import granularity as granular
-from tf_lottery import masks as mask_math
-from tf_lottery import run_directory as rundir
+from tf_lottery import branches, strategies
 from tf_lottery.config import ExperimentConfig
 from tf_lottery.files import load_json
-from tf_lottery.run_directory import CorruptRunError, RunDirectory
+from tf_lottery.masking import granularity as granular
+from tf_lottery.masking import masks as mask_math
+from tf_lottery.masking import pruning
+from tf_lottery.search import checkpoints, training
+from tf_lottery.search import run_directory as rundir
+from tf_lottery.search.run_directory import CorruptRunError, RunDirectory
 
 SCORE_BATCH_COUNT = 4  # batches a data-dependent score reads (240 examples at the paper's batch of 60)
 
@@ -79,7 +81,7 @@ class Search:
         # pruned by units is refused here, in one line, before the run directory is touched.
         self.units = None
         if self.granularity == "unit":
-            from tf_lottery import unit_graph  # Keras-aware; only unit pruning needs it
+            from tf_lottery.masking import unit_graph  # Keras-aware; only unit pruning needs it
 
             self.units = unit_graph.trace(self.model, tuple(self.kinds), granularity=self.granularity)
         # The last level that prunes anything: the levels after it would train the same counts again.

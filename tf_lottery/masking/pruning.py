@@ -22,8 +22,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tf_lottery._tfmot import tfmot
-from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry  # noqa: E402  (after _tfmot)
+from tf_lottery.masking.keras_kind import is_keras3_model
+from tf_lottery.masking.tfmot import tfmot
+from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry  # noqa: E402  (after tfmot)
 
 _BOOKKEEPING = ("mask", "threshold", "pruning_step")
 _PrunableLayer = tfmot.sparsity.keras.PrunableLayer
@@ -103,10 +104,8 @@ def _leaf_layers(model) -> list:
 def check_keras_model(model) -> None:
     """Refuse what TF-MOT cannot wrap (non-tf-keras objects, subclassed models) in one line."""
     if not isinstance(model, keras.Model):
-        from tf_lottery import keras3
-
         kind = type(model).__module__ + "." + type(model).__name__
-        if keras3.is_keras3_model(model):
+        if is_keras3_model(model):
             raise ValueError(
                 f"model {model.name!r} is a Keras 3 model, not a tf-keras model, which TF-MOT needs; "
                 "carry it over with tf_lottery.keras3.to_tf_keras(model) (find_ticket does it for you)"
