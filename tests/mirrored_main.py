@@ -94,7 +94,7 @@ def main(out_path: str, workdir: str) -> None:
     )
     # The final reset holds the sparsest ticket at its rewind point on every replica.
     final_is_rewind = all(
-        np.array_equal(a, b) for a, b in zip(pruning.snapshot(wrapped), _masked(wrapped, ticket.initial_weights))
+        np.array_equal(a, b) for a, b in zip(pruning.snapshot(wrapped), _masked(wrapped, ticket.rewind_weights))
     )
 
     test = inputs.eval_batches(splits.test_images, splits.test_labels)

@@ -143,3 +143,29 @@ def test_find_sigterm_prints_the_interrupt_line(tmp_path):
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143
     assert stderr.splitlines() == [f"lottery-find: interrupted; rerun the same command to resume {out}"]
+
+
+def test_which_errors_are_one_line_by_their_class():
+    """User errors are matched by class (ValueError, tf_lottery.errors.UserError and its subclasses, TF's
+    environment errors), not by class-name strings; anything else is a bug and keeps its traceback."""
+    import tensorflow as tf
+
+    from tf_lottery.cli import errors
+    from tf_lottery.errors import UserError
+    from tf_lottery.search.distribute import WorkerLostError
+    from tf_lottery.search.training import TrainingDiverged
+
+    assert errors.message(TrainingDiverged("the loss became NaN at iteration 7\ndetails")) == (
+        "the loss became NaN at iteration 7")
+    assert errors.message(WorkerLostError("worker 1 is gone")) == "worker 1 is gone"
+
+    class TrainingDiverged2(RuntimeError):  # the same name pattern, not a UserError: a bug
+        pass
+
+    assert errors.message(TrainingDiverged2("x")) is None
+    assert errors.message(type("TrainingDiverged", (RuntimeError,), {})("same name")) is None
+    assert errors.message(type("Mine", (UserError,), {})("one line")) == "one line"
+    full = tf.errors.ResourceExhaustedError(None, None, "no space left on device")
+    assert errors.message(full, resume="runs/x") == (
+        "no space left on device (ResourceExhaustedError); then rerun the same command to resume runs/x")
+    assert errors.message(RuntimeError("a bug")) is None

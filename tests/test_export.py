@@ -207,7 +207,7 @@ def test_missing_or_unfinished_run_directory(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         E.load_ticket(str(tmp_path / "nope"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no summary.json"):
+    with pytest.raises(ValueError, match="holds no lottery-find run \\(no config.json\\)"):
         E.load_ticket(str(tmp_path / "empty"))
 
 

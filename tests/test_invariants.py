@@ -172,15 +172,15 @@ def test_every_main_round_starts_from_the_rewind_weights_bit_for_bit(iterative):
             np.concatenate([m.ravel() for m in fit["masks"].values()]),
             np.concatenate([m.ravel() for m in ticket.round_masks[round_index].values()]),
         )
-        want = expected_reset(ticket.rewound_model(), ticket.initial_weights, fit["masks"])
+        want = expected_reset(ticket.rewound_model(), ticket.rewind_weights, fit["masks"])
         assert_bitwise_equal(fit["weights"], want, f"round {round_index}")
     # the random-pruning control also starts from the rewind weights, under its own mask
     for round_index, fit in enumerate(recorder.fits[2::2], start=1):
-        want = expected_reset(ticket.rewound_model(), ticket.initial_weights, fit["masks"])
+        want = expected_reset(ticket.rewound_model(), ticket.rewind_weights, fit["masks"])
         assert_bitwise_equal(fit["weights"], want, f"random_prune round {round_index}")
     # and the ticket's rewound model is the sparsest mask at its rewind point
     rewound = ticket.rewound_model("last")
-    want = expected_reset(rewound, ticket.initial_weights, ticket.masks)
+    want = expected_reset(rewound, ticket.rewind_weights, ticket.masks)
     assert_bitwise_equal(pruning.snapshot(rewound), want, "rewound ticket")
     # while its trained model is the last round's trained network
     trained = ticket.trained_model("last", strip=False)
@@ -193,7 +193,7 @@ def test_rewind_step_records_the_dense_weights_after_k_iterations(splits, tmp_pa
     cfg = lenet_config(rounds=2, rewind_step=rewind_step)
     ticket = tf_lottery.find_ticket(config=cfg, splits=splits, callbacks=[recorder], log=lambda s: None)
     # captured in the same run, at the end of iteration k of the dense run
-    assert_bitwise_equal(ticket.initial_weights, recorder.captured)
+    assert_bitwise_equal(ticket.rewind_weights, recorder.captured)
     # round 1 starts from them, survivors bit for bit
     assert_bitwise_equal(recorder.fits[1]["weights"], expected_reset(ticket.rewound_model(), recorder.captured, ticket.round_masks[1]))
     assert not np.array_equal(recorder.fits[0]["weights"][0], recorder.captured[0])
@@ -207,7 +207,12 @@ def test_rewind_step_records_the_dense_weights_after_k_iterations(splits, tmp_pa
     training.default_objective(model, one_hot=False).compile(model, training.make_optimizer(cfg.training))
     batches = inputs.train_batches(splits.train_images, splits.train_labels, cfg.training.batch_size, seed)
     model.fit(batches, epochs=1, steps_per_epoch=rewind_step, verbose=0)
-    assert_bitwise_equal(pruning.snapshot(model), ticket.initial_weights)
+    assert_bitwise_equal(pruning.snapshot(model), ticket.rewind_weights)
+    # theta_0 is the network before training, not the rewind point; the ambiguous old name is refused.
+    assert_bitwise_equal(ticket.theta_0, recorder.fits[0]["weights"])
+    with pytest.raises(AttributeError, match="use ticket.rewind_weights .* or ticket.theta_0") as info:
+        ticket.initial_weights
+    assert "\n" not in str(info.value)
 
 
 # -- (d) (e) sparsity per layer, counted over kernels only ---------------------------------
@@ -236,7 +241,7 @@ def test_weights_remaining_counts_only_kernels(iterative):
         kept = sum(int(np.count_nonzero(m)) for m in masks.values())
         assert row["weights_remaining"] == pytest.approx(kept / 266_200)
     # biases: 300 + 100 + 10 parameters exist but are never counted
-    all_parameters = sum(v.size for v in ticket.initial_weights)
+    all_parameters = sum(v.size for v in ticket.rewind_weights)
     assert all_parameters == 266_200 + 410
 
 
@@ -324,4 +329,4 @@ def test_biases_and_batch_norm_are_never_masked(splits):
     # The reset restores them too, bit for bit.
     reset = pruning.snapshot(model)
     for name, i in others.items():
-        assert np.array_equal(reset[i], ticket.initial_weights[i]), name
+        assert np.array_equal(reset[i], ticket.rewind_weights[i]), name

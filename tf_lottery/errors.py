@@ -1,6 +1,12 @@
-"""One line of error text: user errors are reported in one line, however long the message they wrap."""
+"""The errors a user meets, and their one line of text: user errors are reported in one line,
+however long the message they wrap, and without a traceback (`tf_lottery.cli.errors`)."""
 
 from __future__ import annotations
+
+
+class UserError(RuntimeError):
+    """Something a run met that is not a bug of tf_lottery (a diverged loss, a lost worker): one line.
+    Bad input is a ValueError, reported the same way."""
 
 
 def first_line(error, limit: int = 2000) -> str:

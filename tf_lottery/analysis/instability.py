@@ -350,15 +350,6 @@ def _check_arguments(levels, rewind_steps, points, controls) -> tuple:
     return levels, rewind_steps, int(points), controls
 
 
-def _check_run_dir(run_dir) -> str:
-    run_dir = os.fspath(run_dir) if isinstance(run_dir, os.PathLike) else run_dir
-    if not isinstance(run_dir, str) or not os.path.isdir(run_dir):
-        raise ValueError(f"run_dir {run_dir!r} does not exist or is not a directory")
-    if not RunDirectory(run_dir).exists():
-        raise ValueError(f"run_dir {run_dir!r} holds no lottery-find run (no config.json)")
-    return run_dir
-
-
 def _check_finished(search: Search, levels: Sequence[int], rewind_steps: Sequence[int]) -> None:
     total = search.total
     late = [k for k in rewind_steps if k >= total]
@@ -491,7 +482,7 @@ def analyze(
         (`RunLockedError`).
     """
     levels, rewind_steps, points, controls = _check_arguments(levels, rewind_steps, points, controls)
-    run_dir = _check_run_dir(run_dir)
+    run_dir = RunDirectory.existing(run_dir).path
     strategy = strategy or tf.distribute.get_strategy()
     with contextlib.ExitStack() as stack:
         run = stack.enter_context(distribute.run_directory(run_dir, strategy))

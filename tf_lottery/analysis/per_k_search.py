@@ -78,7 +78,7 @@ def open_search(parent: Search, parent_record: dict, rewind_step: int, theta_k: 
 def _seed(parent: Search, run: RunDirectory, theta_k: list) -> None:
     """Write what the search shares with its parent, where it is missing (the same bytes every time)."""
     if run.load_weights("initial.npz", parent.weight_shapes) is None:
-        run.save_weights("initial.npz", parent.initial_weights())
+        run.save_weights("initial.npz", parent.theta_0())
     if run.load_weights("rewind.npz", parent.weight_shapes) is None:
         run.save_weights("rewind.npz", theta_k)
     if run.load_dense_kernels(parent.shapes) is None:

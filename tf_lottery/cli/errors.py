@@ -9,7 +9,7 @@ import errno
 import sys
 from typing import Optional
 
-from tf_lottery.errors import first_line
+from tf_lottery.errors import UserError, first_line
 
 # OSErrors of the environment, with what to do about each.
 _OS_ADVICE = {
@@ -31,18 +31,25 @@ _TF_ENVIRONMENT_ERRORS = ("ResourceExhaustedError", "PermissionDeniedError", "Fa
 def message(error: BaseException, resume: Optional[str] = None) -> Optional[str]:
     """The one-line message for `error`, or None when it is a bug (keep the traceback)."""
     again = f"; then rerun the same command to resume {resume}" if resume else ""
-    if isinstance(error, ValueError):
-        return first_line(error)
-    names = {cls.__name__ for cls in type(error).__mro__}
-    if names & {"TrainingDiverged", "WorkerLostError"}:
+    if isinstance(error, (ValueError, UserError)):
         return first_line(error)
     if isinstance(error, OSError) and error.errno in _OS_ADVICE:
         where = error.filename or ""
         return f"cannot write {where}: {error.strerror} ({_OS_ADVICE[error.errno]}){again}".replace("write : ", "write: ")
-    if names & set(_TF_ENVIRONMENT_ERRORS) and "tensorflow" in sys.modules:
+    if _is_tf_environment_error(error):
         text = getattr(error, "message", None) or str(error)
         return f"{first_line(text)} ({type(error).__name__}){again}"
     return None
+
+
+def _is_tf_environment_error(error: BaseException) -> bool:
+    """One of TensorFlow's errors about the environment (a full disk, a missing file, ...); TensorFlow is
+    not imported for this: an error of its kind can only come from a process that loaded it."""
+    if "tensorflow" not in sys.modules:
+        return False
+    import tensorflow as tf
+
+    return isinstance(error, tuple(getattr(tf.errors, name) for name in _TF_ENVIRONMENT_ERRORS))
 
 
 def report(program: str, error: BaseException, resume: Optional[str] = None) -> int:

@@ -10,7 +10,6 @@ image shape. Everything that can be checked before the model is built is checked
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Callable, Optional, Union
 
 import numpy as np
@@ -77,11 +76,7 @@ def load_ticket(run_dir: str, round: Union[str, int] = "best", model: ModelSourc
 
 
 def _open_round(run_dir: str, which) -> tuple[RunDirectory, dict, int]:
-    if isinstance(run_dir, os.PathLike):
-        run_dir = os.fspath(run_dir)
-    if not isinstance(run_dir, str) or not os.path.isdir(run_dir):
-        raise ValueError(f"run_dir {run_dir!r} does not exist or is not a directory")
-    run = RunDirectory(run_dir)
+    run = RunDirectory.existing(run_dir)
     summary = run.read_summary()
     record = run.read_record()
     return run, record, select_round(summary["rounds"], which)

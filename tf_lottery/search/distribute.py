@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from tf_lottery.config import STRATEGIES, RuntimeConfig
 from tf_lottery.data.inputs import Inputs
-from tf_lottery.errors import first_line
+from tf_lottery.errors import UserError, first_line
 from tf_lottery.search.run_directory import RunDirectory
 
 # What TF raises when a peer dies, hangs past a collective timeout or never registers.
@@ -48,7 +48,7 @@ TPU_TIMEOUT_S = 30.0
 _TPU_HINT = "pass --tpu=<TPU name>, --tpu=grpc://<host>:8470, or --tpu=local on a TPU VM"
 
 
-class WorkerLostError(RuntimeError):
+class WorkerLostError(UserError):
     """Another worker of a multi-worker run died, hung past `worker_timeout`, or never connected."""
 
 

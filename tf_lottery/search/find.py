@@ -171,7 +171,6 @@ def _run_directory(output_dir: Optional[str], strategy) -> Any:
         keep = tempfile.TemporaryDirectory(prefix="tf_lottery_run_")
         yield RunDirectory(os.path.join(keep.name, "run")), keep
         return
-    RunDirectory(output_dir)  # an empty path is refused here, before anything else
     with distribute.run_directory(output_dir, strategy) as run:
         yield run, None
 
@@ -263,7 +262,7 @@ class _Setup:
             raise ValueError(f"config must be a tf_lottery.ExperimentConfig, not {type(config).__name__}")
         _check_names(config)
         if output_dir is not None:
-            RunDirectory(output_dir)  # an empty path is refused here
+            RunDirectory.check_path(output_dir)
         strategy = strategy or tf.distribute.get_strategy()
         from tf_lottery import keras3
 

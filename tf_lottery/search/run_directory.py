@@ -1,26 +1,7 @@
-"""The run directory: its layout, and every read and write of it, validated and crash-safe.
+"""The run directory: every read and write of it, validated and crash-safe (its paths: `run_layout`).
 
-Layout (RR is the two-digit round, STAGE is `main` for the ticket or a branch name):
-  config.json                the ExperimentConfig, its fingerprint, the data's fingerprint, the model
-  .lock                      held (flock) by the one process writing the run; holds its pid
-  initial.npz                theta_0, every parameter before training
-  rewind.npz                 the rewind point when rewind_step > 0 (otherwise theta_0 = initial.npz)
-  dense_kernels.npz          the dense run's trained kernels (one-shot pruning reads them)
-  round_RR/masks.npz         the mask trained in round RR
-  round_RR/checkpoint/       TF checkpoint of the trained weights and masks of round RR
-  round_RR/STAGE.json        metrics and evaluation history of one trained network
-  in_progress/               a mid-training checkpoint of the stage now running, for resuming
-  summary.json, rounds.csv   every finished round, rebuilt from the round files after each stage
-  tensorboard/               scalars per stage
-  instability/               the instability analysis (tf_lottery.analysis.instability), KKKKK the rewind step k:
-    theta_k/k_KKKKK.npz        the dense network after k iterations of round 0's training (in_progress/: that
-                               training, cut off)
-    level_RR_k_KKKKK/          two copies of round RR's ticket trained from theta_k: a.npz, b.npz (weights),
-                               a.json, b.json (as STAGE.json), path.json (errors along the path, barrier),
-                               in_progress/ (the copy being trained)
-
-The files are the only state between stages: what is on disk is done, and everything read back
-is checked (types, keys, shapes, 0/1 masks, counts) before it is used. Files are written to a
+The files are the only state between stages: what is on disk is done, and everything read back is
+checked (types, keys, shapes, 0/1 masks, counts) before it is used. Files are written to a
 temporary name carrying this tool's marker and the writer's pid, fsynced, and renamed; resuming
 removes only such names. Links inside a run are refused, so a run never writes outside itself.
 This module imports no TensorFlow (lottery-report reads runs through it).
@@ -29,12 +10,9 @@ This module imports no TensorFlow (lottery-report reads runs through it).
 from __future__ import annotations
 
 import csv
-import errno
-import fcntl
 import io
 import math
 import os
-import re
 import shutil
 from typing import Mapping, Optional, Sequence
 
@@ -51,12 +29,9 @@ from tf_lottery.search.run_checks import (  # noqa: F401
     select_round, stage_row,
 )
 
-MAIN = "main"
-STAGE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_ROUND_DIR = re.compile(r"^round_(\d{2,})$")
-# level_RR_k_KKKKK, then what the copies train besides the run's own mask: `_mask_k` (the mask of an
-# IMP search rewound to k) and a control at that mask's sparsity (`tf_lottery.analysis.instability.CONTROLS`).
-_INSTABILITY_DIR = re.compile(r"^level_(\d{2,})_k_(\d{5,})((?:_mask_k)?(?:_random_prune|_random_reinit)?)$")
+from tf_lottery.search.run_layout import MAIN, STAGE_NAME, RunLayout  # noqa: F401  (re-exported)
+from tf_lottery.search.run_lock import RunLock, RunLockedError  # noqa: F401  (re-exported)
+
 CSV_COLUMNS = (
     "round",
     "weights_remaining",
@@ -66,10 +41,6 @@ CSV_COLUMNS = (
     "seconds",
 )
 CONTROL_CSV_METRICS = ("test_accuracy", "early_stop_iteration", "early_stop_test_accuracy")
-
-
-class RunLockedError(ValueError):
-    """Another process is writing the run directory."""
 
 
 # -- the run directory ---------------------------------------------------------------------------
@@ -85,85 +56,27 @@ def summary_of(record: dict, rows: list[dict]) -> dict:
     return out
 
 
-class RunDirectory:
-    """The paths of one run, and its validated reads and crash-safe writes."""
+class RunDirectory(RunLayout):
+    """One run's validated reads and crash-safe writes, at the paths of its `RunLayout`, under its lock."""
 
     def __init__(self, path: str):
-        if not isinstance(path, str) or not path.strip():
-            raise ValueError(f"output_dir={path!r} is empty; give a directory for the run")
-        self.path = os.path.abspath(path)
-        self._lock_fd: Optional[int] = None
+        super().__init__(path)
+        self._lock = RunLock(self.path)
 
-    # -- paths (the one place that knows the layout) ------------------------------------------
-    def file(self, *parts: str) -> str:
-        return os.path.join(self.path, *parts)
-
-    @property
-    def config_file(self) -> str:
-        return self.file("config.json")
-
-    def round_dir(self, round_index: int) -> str:
-        return self.file(f"round_{round_index:02d}")
-
-    def masks_file(self, round_index: int) -> str:
-        return os.path.join(self.round_dir(round_index), "masks.npz")
-
-    def stage_file(self, round_index: int, stage: str) -> str:
-        if not STAGE_NAME.match(stage):
-            raise ValueError(f"stage name {stage!r} is not allowed in a path")
-        return os.path.join(self.round_dir(round_index), f"{stage}.json")
-
-    def checkpoint_dir(self, round_index: int) -> str:
-        return os.path.join(self.round_dir(round_index), "checkpoint")
-
-    def checkpoint_prefix(self, round_index: int) -> str:
-        return os.path.join(self.checkpoint_dir(round_index), "ticket")
-
-    @property
-    def progress_dir(self) -> str:
-        return self.file("in_progress")
-
-    @property
-    def progress_prefix(self) -> str:
-        return os.path.join(self.progress_dir, "state")
-
-    def tensorboard_dir(self, name: str) -> str:
-        return self.file("tensorboard", name)
-
-    @property
-    def instability_root(self) -> str:
-        return self.file("instability")
-
-    def theta_k_file(self, rewind_step: int) -> str:
-        return os.path.join(self.instability_root, "theta_k", f"k_{rewind_step:05d}.npz")
-
-    def instability_dir(self, level: int, rewind_step: int, same_data_order: bool = False, variant: str = "") -> str:
-        """`variant` ("mask_k", a control, or both joined by "_") names what the copies train besides the
-        run's own mask; `same_data_order` (a test of the method: both copies see one data order) keeps its own folder."""
-        name = f"level_{level:02d}_k_{rewind_step:05d}" + (f"_{variant}" if variant else "")
-        return os.path.join(self.instability_root, name + ("_same_order" if same_data_order else ""))
-
-    def per_k_search_dir(self, rewind_step: int) -> str:
-        """The IMP search rewound to k that `lottery-instability --mask_per_k` finds its masks with (a run directory)."""
-        return os.path.join(self.instability_root, f"imp_k_{rewind_step:05d}")
-
-    def instability_on_disk(self) -> list[tuple[int, int, str]]:
-        """(level, rewind_step, variant) of every instability folder, sorted."""
-        if not os.path.isdir(self.instability_root):
-            return []
-        found = (_INSTABILITY_DIR.match(name) for name in os.listdir(self.instability_root))
-        return sorted((int(m.group(1)), int(m.group(2)), m.group(3).lstrip("_")) for m in found if m)
-
-    def rounds_on_disk(self) -> list[int]:
-        """Round numbers that have a folder, sorted."""
-        if not os.path.isdir(self.path):
-            return []
-        return sorted(int(m.group(1)) for m in map(_ROUND_DIR.match, os.listdir(self.path)) if m)
+    @classmethod
+    def existing(cls, run_dir, name: str = "run_dir") -> "RunDirectory":
+        """The run at `run_dir` (a str or PathLike), refused in one line unless it is a directory holding a
+        lottery-find run: the check every reader of a finished run (analysis, export) starts with."""
+        if isinstance(run_dir, os.PathLike):
+            run_dir = os.fspath(run_dir)
+        if not isinstance(run_dir, str) or not os.path.isdir(run_dir):
+            raise ValueError(f"{name} {run_dir!r} does not exist or is not a directory")
+        run = cls(run_dir)
+        if not run.exists():
+            raise ValueError(f"{name} {run_dir!r} holds no lottery-find run (no config.json)")
+        return run
 
     # -- creating, locking, checking -------------------------------------------------------------
-    def exists(self) -> bool:
-        return os.path.isfile(self.config_file)
-
     def check_new(self) -> None:
         """Refuse a path that cannot hold a new run, before anything is written."""
         if os.path.lexists(self.path) and not os.path.isdir(self.path):
@@ -185,34 +98,11 @@ class RunDirectory:
         atomic_write_json(self.config_file, record)
 
     def lock(self) -> None:
-        """Take the run's exclusive lock, or refuse naming the process that holds it."""
-        if self._lock_fd is not None:
-            return
-        path = self.file(".lock")
-        refuse_link(path)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise ValueError(f"output_dir {self.path!r} is not writable ({e.strerror})") from e
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RunLockedError(
-                    f"output_dir {self.path!r} is being written by another process (pid {holder}); "
-                    "wait for it to finish or stop it, then rerun to resume"
-                ) from None
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+        """Take the run's exclusive lock (`RunLock`), or refuse naming the process that holds it."""
+        self._lock.lock()
 
     def unlock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing releases the flock
-            self._lock_fd = None
+        self._lock.unlock()
 
     def check_no_links(self) -> None:
         """Refuse a run that holds symbolic links (they could make it write or delete elsewhere)."""

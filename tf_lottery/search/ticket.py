@@ -48,9 +48,16 @@ class Ticket:
         return mask_math.weights_remaining(self.masks)
 
     @property
-    def initial_weights(self) -> list[np.ndarray]:
-        """The rewind point (kept under its old name)."""
-        return self.rewind_weights
+    def theta_0(self) -> list[np.ndarray]:
+        """Every parameter before training (equal to `rewind_weights` when rewind_step is 0)."""
+        return self._search.theta_0()
+
+    @property
+    def initial_weights(self):
+        raise AttributeError(
+            "Ticket.initial_weights was ambiguous (it held the rewind point, not always the initial weights); use "
+            "ticket.rewind_weights (what survivors are reset to) or ticket.theta_0 (every parameter before training)"
+        )
 
     @property
     def model(self):
@@ -90,7 +97,7 @@ class Ticket:
         index = self.round_index(round)
         model = self._search.model
         pruning.set_masks(model, self.round_masks[index])
-        pruning.restore(model, self._search.initial_weights() if index == 0 else self.rewind_weights)
+        pruning.restore(model, self._search.theta_0() if index == 0 else self.rewind_weights)
         return _copy_wrapped(model)
 
     def control_model(self, name: str, round="last"):

@@ -21,9 +21,10 @@ import tf_keras as keras
 from tensorflow.python.framework import ops  # the gradient registry: see forgetting_traced_gradients
 
 from tf_lottery.config import TrainingConfig
+from tf_lottery.errors import UserError
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError):
     """The training loss became NaN or infinite."""
 
 
