@@ -13,26 +13,20 @@ import numpy as np
 import pytest
 
 import tf_lottery
+from instability_runs import ITERATIONS, files_under, tiny_config
 from tf_lottery import config as C
 from tf_lottery.analysis import linear_path as instability, per_k_search, instability as stability
 from tf_lottery.report import writer as report
 from tf_lottery.masking import masks as mask_math
 from tf_lottery.search.run_directory import RunDirectory
 
-ITERATIONS = 40
 K = 20
-
-
-def tiny_config(**fields):
-    fields = {"rounds": 3, **fields}
-    return C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=ITERATIONS, epochs=None, eval_every=20,
-                      checkpoint_every=20, train_subset=600, validation_size=500, deterministic=True, **fields)
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("mask_per_k") / "run")
-    tf_lottery.find_ticket(config=tiny_config(), output_dir=path, log=lambda line: None)
+    tf_lottery.find_ticket(config=tiny_config(rounds=3), output_dir=path, log=lambda line: None)
     return path
 
 
@@ -49,16 +43,6 @@ def read_json(path):
 def load(path):
     with np.load(path) as f:
         return {k: f[k] for k in f.files}
-
-
-def files_under(path):
-    out = {}
-    for root, _, names in os.walk(path):
-        for name in names:
-            full = os.path.join(root, name)
-            with open(full, "rb") as f:
-                out[os.path.relpath(full, path)] = (f.read(), os.stat(full).st_mtime_ns)
-    return out
 
 
 KERNELS = (("fc1", "w0000"), ("fc2", "w0002"), ("output", "w0004"))  # Lenet: kernel, bias per layer
@@ -83,7 +67,7 @@ def test_each_k_uses_the_mask_of_an_imp_search_rewound_to_k(run_dir, tmp_path):
 
     # The same settings rewound to k from scratch find the very same masks, round after round.
     other = str(tmp_path / "rewind_k")
-    tf_lottery.find_ticket(config=tiny_config(rewind_step=K), output_dir=other, log=quiet())
+    tf_lottery.find_ticket(config=tiny_config(rounds=3, rewind_step=K), output_dir=other, log=quiet())
     search = run.per_k_search_dir(K)
     for level in (1, 2):
         ours, theirs = load(os.path.join(search, f"round_{level:02d}", "masks.npz")), load(os.path.join(other, f"round_{level:02d}", "masks.npz"))

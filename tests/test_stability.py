@@ -14,19 +14,11 @@ import numpy as np
 import pytest
 
 import tf_lottery
+from instability_runs import ITERATIONS, files_under, tiny_config
 from report_fixtures import make_run
 from tf_lottery import config as C
 from tf_lottery.analysis import linear_path as instability, instability as stability
 from tf_lottery.report import writer as report
-
-ITERATIONS = 40
-
-
-def tiny_config(**fields):
-    fields = {"rounds": 2, **fields}
-    return C.override(tf_lottery.from_preset("lenet_300_100", "fast"), iterations=ITERATIONS, epochs=None, eval_every=20,
-                      checkpoint_every=20, train_subset=600, validation_size=500, deterministic=True, **fields)
-
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
@@ -37,17 +29,6 @@ def run_dir(tmp_path_factory):
 
 def quiet(lines):
     return lambda line: lines.append(line)
-
-
-def files_under(path):
-    """relative path -> (bytes, mtime_ns) of every file under `path`."""
-    out = {}
-    for root, _, names in os.walk(path):
-        for name in names:
-            full = os.path.join(root, name)
-            with open(full, "rb") as f:
-                out[os.path.relpath(full, path)] = (f.read(), os.stat(full).st_mtime_ns)
-    return out
 
 
 def folder(run_dir, level, k, **kwargs):
