@@ -10,7 +10,7 @@ import os
 
 import tensorflow as tf
 
-from tf_lottery.search.run_directory import CorruptRunError, RunDirectory, atomic_directory
+from tf_lottery.search.run_directory import CorruptRunError, RunDirectory, atomic_directory, atomic_write_json
 
 
 def ticket_checkpoint(model) -> tf.train.Checkpoint:
@@ -53,8 +53,6 @@ def check_readable(prefix: str, fix: str) -> None:
 
 def save_progress(run: RunDirectory, state: dict, model) -> None:
     """A mid-training checkpoint (model, optimizer) and its state, in one atomic directory."""
-    from tf_lottery.search.run_directory import atomic_write_json
-
     with atomic_directory(run.progress_dir) as tmp:
         training_checkpoint(model).write(os.path.join(tmp, "state"))
         atomic_write_json(os.path.join(tmp, "state.json"), state)

@@ -12,7 +12,10 @@ from typing import Any, Optional
 
 import numpy as np
 
+from tf_lottery import branches, keras3
 from tf_lottery.masking import masks as mask_math
+from tf_lottery.masking import pruning
+from tf_lottery.search import checkpoints
 from tf_lottery.search import run_directory as rundir
 
 
@@ -81,9 +84,6 @@ class Ticket:
         Plain tf-keras layers when `strip` (what to evaluate, save or serve); otherwise still in
         pruning wrappers, masks in place.
         """
-        from tf_lottery.search import checkpoints
-        from tf_lottery.masking import pruning
-
         index = self.round_index(round)
         model = self._search.model
         pruning.set_masks(model, self.round_masks[index])
@@ -92,8 +92,6 @@ class Ticket:
 
     def rewound_model(self, round="last"):
         """The ticket of `round` at its rewind point, in pruning wrappers: what IMP retrains."""
-        from tf_lottery.masking import pruning
-
         index = self.round_index(round)
         model = self._search.model
         pruning.set_masks(model, self.round_masks[index])
@@ -102,9 +100,6 @@ class Ticket:
 
     def control_model(self, name: str, round="last"):
         """The start of a control (`random_reinit`, `random_prune`, ...) of `round`, in wrappers, ready to train."""
-        from tf_lottery import branches
-        from tf_lottery.masking import pruning
-
         index = self.round_index(round)
         branch = branches.get(name)
         seed = branches.stage_seed(self.config.runtime.seed, index, name)
@@ -117,8 +112,6 @@ class Ticket:
     def to_keras(self, round="best", trained: bool = True):
         """The ticket as a Keras 3 model (like the one you passed in): `round`'s trained network, or
         with `trained=False` its rewound one; pruned weights exactly 0."""
-        from tf_lottery import keras3
-
         model = self.trained_model(round, strip=False) if trained else self.rewound_model(round)
         return keras3.to_keras3(model, template=self._keras3_template)
 
@@ -151,7 +144,6 @@ def _independent(model):
 
 def _copy_wrapped(model):
     """A new wrapped model with `model`'s weights and masks (so later calls do not change it)."""
-    from tf_lottery.masking import pruning
 
     copy = pruning.wrap(_independent(pruning.strip(model)), warn=False)
     pruning.set_masks(copy, pruning.get_masks(model))

@@ -22,6 +22,8 @@ from tensorflow.python.framework import ops  # the gradient registry: see forget
 
 from tf_lottery.config import TrainingConfig
 from tf_lottery.errors import UserError
+from tf_lottery.masking import pruning
+from tf_lottery.search import checkpoints
 
 
 class TrainingDiverged(UserError):
@@ -469,8 +471,6 @@ def compile_for_stage(model, stage: Stage, config: TrainingConfig, objective: Ob
 
 def _resume(model, stage: Stage, run, log) -> tuple[int, list, float]:
     """(start iteration, evaluations so far, seconds so far): from `run`'s checkpoint of this stage, if any."""
-    from tf_lottery.search import checkpoints
-
     state = run.load_progress(stage.iterations) if run is not None else None
     if state is None:
         return 0, [], 0.0
@@ -492,8 +492,6 @@ class _Checkpointer:
         self.started = time.perf_counter()
 
     def __call__(self, evaluation: Evaluation) -> None:
-        from tf_lottery.search import checkpoints
-
         if self.progress is not None:
             self.progress.update(evaluation)
         every, iteration = self.config.checkpoint_every, evaluation.iteration
@@ -510,6 +508,4 @@ class _Checkpointer:
 
 
 def _wrappers(model) -> list:
-    from tf_lottery.masking import pruning
-
     return pruning.prunable_layers(model)
