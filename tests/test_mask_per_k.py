@@ -153,15 +153,38 @@ def test_bad_controls_are_one_line_and_write_nothing(run_dir, arguments, message
     assert files_under(run_dir) == before
 
 
-def test_mask_per_k_is_refused_for_a_run_that_is_not_iterative_magnitude_pruning(tmp_path):
-    path = str(tmp_path / "one_shot")
-    tf_lottery.find_ticket(config=tiny_config(rounds=2, schedule="one_shot"), output_dir=path, log=quiet())
+@pytest.mark.parametrize("fields, described", [
+    (dict(schedule="one_shot"), "pruning_strategy='magnitude', schedule='one_shot'"),
+    (dict(pruning_strategy="random"), "pruning_strategy='random', schedule='iterative'"),  # masks ignore k
+])
+def test_mask_per_k_is_refused_for_a_run_that_is_not_iterative_magnitude_pruning(tmp_path, fields, described):
+    path = str(tmp_path / "run")
+    tf_lottery.find_ticket(config=tiny_config(rounds=2, **fields), output_dir=path, log=quiet())
     before = files_under(path)
-    with pytest.raises(ValueError, match=r"mask_per_k needs a run of iterative magnitude pruning; .* "
-                                         r"pruning_strategy='magnitude', schedule='one_shot'") as info:
+    with pytest.raises(ValueError, match=rf"mask_per_k needs a run of iterative magnitude pruning; .* {described}") as info:
         stability.analyze(path, levels=[1], rewind_steps=[K], mask_per_k=True, log=quiet())
     assert "\n" not in str(info.value)
     assert files_under(path) == before
+
+
+def test_a_per_k_search_with_other_settings_is_refused_before_its_masks_are_used(run_dir, tmp_path):
+    import shutil
+
+    copy = str(tmp_path / "copy")
+    shutil.copytree(run_dir, copy)
+    stability.analyze(copy, levels=(1,), rewind_steps=(K,), points=3, mask_per_k=True, log=quiet())
+    search = RunDirectory(copy).per_k_search_dir(K)
+    with open(os.path.join(search, "config.json")) as f:
+        record = json.load(f)
+    record["config"]["pruning"]["fc_rate"] = 0.5  # an edited folder: its masks are not this run's IMP
+    record["fingerprint"] = C.ExperimentConfig.from_dict(record["config"]).fingerprint()
+    with open(os.path.join(search, "config.json"), "w") as f:
+        json.dump(record, f)
+    before = files_under(copy)
+    with pytest.raises(ValueError, match=r"holds a search with other settings \(fc_rate\) than the run it belongs to") as info:
+        stability.analyze(copy, levels=(1,), rewind_steps=(K,), points=3, mask_per_k=True, log=quiet())
+    assert "\n" not in str(info.value)
+    assert {k: v for k, v in files_under(copy).items() if k != ".lock"} == {k: v for k, v in before.items() if k != ".lock"}
 
 
 def test_config_of_the_search_rewound_to_k():

@@ -418,7 +418,7 @@ def _complete(analysis: _Analysis, cells: Sequence[Cell], state: _State, log) ->
         if row is None:
             theta = state.thetas.get(cell.rewind_step)  # absent where both copies are on disk: then only masks count
             masks, start = analysis.start(cell, state.masks[cell.mask_key], theta if theta is not None else state.theta_0)
-            if cell not in state.copies:  # its mask was found just now: nothing of it can be on disk but the copies
+            if cell not in state.copies:  # its mask was found just now: read what is on disk of it only now
                 row = analysis.finished_path(cell, masks)
                 state.copies[cell] = {c: analysis.copy(cell, c, masks) for c in COPIES}
         if row is None:

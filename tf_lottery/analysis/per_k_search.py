@@ -20,7 +20,6 @@ import os
 import shutil
 
 from tf_lottery import config as config_lib
-from tf_lottery import strategies
 from tf_lottery.files import atomic_directory
 from tf_lottery.search.levels import Search
 from tf_lottery.search.run_directory import RunDirectory
@@ -29,7 +28,7 @@ from tf_lottery.search.run_directory import RunDirectory
 def check_imp(config: config_lib.ExperimentConfig, path: str) -> None:
     """Refuse, in one line, a run whose masks are not IMP's: one mask per k means IMP rewound to each k."""
     pruning_config = config.pruning
-    if strategies.get(pruning_config.pruning_strategy).at_init or pruning_config.schedule != "iterative":
+    if pruning_config.pruning_strategy != "magnitude" or pruning_config.schedule != "iterative":
         raise ValueError(
             f"mask_per_k needs a run of iterative magnitude pruning; {path} uses pruning_strategy="
             f"{pruning_config.pruning_strategy!r}, schedule={pruning_config.schedule!r} (allowed: an iterative "
@@ -55,12 +54,11 @@ def open_search(parent: Search, parent_record: dict, rewind_step: int, theta_k: 
     record = _record(parent_record, config)
     if run.exists():
         run.lock()
-        saved = run.read_record()
-        diff = config_lib.differing_fields(saved["experiment"], config)
-        if diff:
+        try:
+            _check_settings(run, config)
+        except ValueError:
             run.unlock()
-            raise ValueError(f"{run.path} holds a search with other settings ({', '.join(diff)}) than the run it "
-                             f"belongs to; delete {run.path} to find its masks again")
+            raise
     else:
         run.create(record)  # takes the lock
     try:
@@ -73,6 +71,15 @@ def open_search(parent: Search, parent_record: dict, rewind_step: int, theta_k: 
         run.unlock()
         raise
     return search, record
+
+
+def _check_settings(run: RunDirectory, config: config_lib.ExperimentConfig) -> None:
+    """Refuse a search on disk made with other settings than the ones its parent run gives it (an edited or
+    copied folder): its masks would not be IMP's of this run."""
+    diff = config_lib.differing_fields(run.read_record()["experiment"], config)
+    if diff:
+        raise ValueError(f"{run.path} holds a search with other settings ({', '.join(diff)}) than the run it "
+                         f"belongs to; delete {run.path} to find its masks again")
 
 
 def _seed(parent: Search, run: RunDirectory, theta_k: list) -> None:
@@ -106,8 +113,10 @@ def saved_masks(parent: Search, rewind_step: int, level: int):
     run = RunDirectory(parent.run.per_k_search_dir(rewind_step))
     if not run.exists():
         return None
-    search = Search(parent.model, config_for(parent.config, rewind_step), parent.inputs, run, parent.strategy,
-                    parent.objective, (), parent.log, parent.progress)
+    config = config_for(parent.config, rewind_step)
+    _check_settings(run, config)
+    search = Search(parent.model, config, parent.inputs, run, parent.strategy, parent.objective, (),
+                    parent.log, parent.progress)
     return search.load_masks(level)
 
 
