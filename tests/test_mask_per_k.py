@@ -232,3 +232,15 @@ def test_report_joins_the_run_rewind_step_to_the_per_k_line(tmp_path):
         text = f.read()
     assert "| 2 | 64.00 | 0 | IMP rewound to k | random pruning | 20.00 |" in text
     assert "| 2 | 64.00 | 100 | IMP rewound to k | - | 2.00 |" in text
+
+    # A run-mask cell at a k that is not the run's rewind step (made without --mask_per_k) is not IMP's at
+    # that k: it keeps a line and a table row of its own, never joins the per-k line.
+    path_fixture(run, 2, 250, 0.64, [0.10, 0.16, 0.10])
+    report.write_report([run], out, levels=(64.0,))
+    curves = read_json(os.path.join(out, "curves.json"))
+    np.testing.assert_allclose(curves["instability/level_02/mask_k"]["x"], [0, 100])
+    np.testing.assert_allclose(curves["instability/level_02"]["x"], [0, 250])  # k = 0 is both
+    assert curves["instability/level_02"]["label"].endswith(": IMP (run's mask)")
+    with open(os.path.join(out, "report.md")) as f:
+        text = f.read()
+    assert "| 2 | 64.00 | 250 | run's | - | 6.00 |" in text and "| 2 | 64.00 | 0 | IMP rewound to k | - | 4.00 |" in text

@@ -60,9 +60,12 @@ class Results:
         """(level, per_k, control) -> the keys of one line of the instability plot, by k.
 
         With `--mask_per_k`, the cells at the run's own rewind step carry no mask_k (the run's mask is
-        IMP's at that k), so they join the per-k line at every k it lacks; the run-mask line is kept
-        only where it differs from the per-k one somewhere (both were analyzed at one k)."""
+        IMP's at that k), so they join the per-k line there; run-mask cells at any other k (made
+        without --mask_per_k) keep the run-mask line, which is dropped only when it has no cell left."""
         keys = self.keys()
+        # The rewind step every run shares, or None: then no run-mask cell stands for IMP's at its k.
+        steps = {run.experiment.pruning.rewind_step for run, found in self.runs if found}
+        own_step = steps.pop() if len(steps) == 1 else None
         out: dict[tuple[int, bool, str], list[Key]] = {}
         for level, k, variant in keys:
             per_k, control = split_variant(variant)
@@ -72,8 +75,9 @@ class Results:
                 continue
             covered = {k for _, k, _ in members}
             own = out.get((level, False, control), [])
-            out[level, True, control] = sorted(members + [key for key in own if key[1] not in covered])
-            if own and all(key[1] not in covered for key in own):
+            joined = [key for key in own if key[1] == own_step and key[1] not in covered]
+            out[level, True, control] = sorted(members + joined)
+            if own and len(joined) == len(own):
                 del out[level, False, control]
         return dict(sorted(out.items()))
 
