@@ -293,6 +293,32 @@ def test_clearing_progress_through_a_link_is_refused(tmp_path):
     assert listing(tmp_path / "keep") == ["state.json"]
 
 
+def test_progress_killed_while_it_is_cleared_is_whole_or_gone(tmp_path, monkeypatch):
+    """A kill -9 in the middle of deleting in_progress/ (seen in CI: state.json left, state.index
+    already deleted, and the resume refused) must leave it whole or gone: the removal works on a
+    temporary name, which the next run deletes."""
+    run = RunDirectory(str(tmp_path / "run"))
+    progress = tmp_path / "run" / "in_progress"
+    progress.mkdir(parents=True)
+    for name in ("state.index", "state.data-00000-of-00001", "state.json"):
+        (progress / name).write_text("x")
+
+    def killed_midway(path, ignore_errors=False):
+        os.unlink(os.path.join(path, "state.index"))  # the first file goes, then the process dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files.shutil, "rmtree", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        run.clear_progress()
+    monkeypatch.undo()
+    assert not progress.exists()
+    assert run.load_progress(100) is None
+    left = listing(tmp_path / "run")
+    assert len(left) == 1 and files.is_temporary(left[0])
+    assert run.remove_temporaries() == [str(tmp_path / "run" / left[0])]
+    assert listing(tmp_path / "run") == []
+
+
 # -- the lock --------------------------------------------------------------------------------------
 
 HOLDER = textwrap.dedent("""

@@ -117,6 +117,21 @@ def atomic_directory(path: str) -> Iterator[str]:
         raise
 
 
+def remove_directory(path: str) -> None:
+    """Delete a directory so that a kill at any moment leaves it either whole or gone.
+
+    It is renamed to a temporary name first (one atomic step), then removed: a kill during the
+    removal leaves only a temporary, which the next run deletes, never a half-emptied `path`.
+    """
+    refuse_link(path)
+    if not os.path.lexists(path):
+        return
+    old = temporary_name(path, "old")
+    os.replace(path, old)
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    shutil.rmtree(old, ignore_errors=True)
+
+
 # -- reading -------------------------------------------------------------------------------------
 def corrupt(path: str, why: str, fix: str = "delete it to recompute") -> CorruptRunError:
     return CorruptRunError(f"{path} {why}; {fix}")

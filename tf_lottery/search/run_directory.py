@@ -22,7 +22,7 @@ from tf_lottery import config as config_lib
 from tf_lottery.config import ExperimentConfig
 from tf_lottery.files import (  # noqa: F401  (re-exported: the run's own file helpers)
     CorruptRunError, atomic_directory, atomic_write_bytes, atomic_write_json, corrupt, is_temporary, load_arrays,
-    load_json, refuse_link, save_arrays,
+    load_json, refuse_link, remove_directory, save_arrays,
 )
 from tf_lottery.search.run_checks import (  # noqa: F401
     check_value, check_history, check_instability, check_masks, check_ours, check_row, check_stage, check_weights,
@@ -225,8 +225,9 @@ class RunDirectory(RunLayout):
         return state
 
     def clear_progress(self) -> None:
-        refuse_link(self.progress_dir)
-        shutil.rmtree(self.progress_dir, ignore_errors=True)
+        """Drop the mid-training checkpoint: whole or gone at every instant (a kill mid-way must not
+        leave a state.json whose checkpoint files were already deleted)."""
+        remove_directory(self.progress_dir)
 
     # -- summaries --------------------------------------------------------------------------
     def write_summary(self, record: dict, rows: list[dict]) -> None:
