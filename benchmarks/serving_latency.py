@@ -37,7 +37,10 @@ from tf_lottery.export import saved_model
 
 KINDS = {"weight": ("dense", "sparse", "compact"), "unit": ("compact",), "block": ("sparse", "compact"),
          "m_by_n": ("dense", "sparse")}
-TFLITE = ("block", "weight")  # granularities whose rounds are also measured as TFLite files
+# Granularities whose rounds are also measured as TFLite files, and the SavedModel each is converted
+# from: the dense export (zeros in place: the converter may encode a block ticket's 1x4 sparsity) or
+# the compact one (a unit ticket as the smaller dense network). Round 0 is always the dense network.
+TFLITE = {"block": "dense", "weight": "dense", "unit": "compact"}
 BATCHES = (1, 256)
 
 _MEMORY = r"""
@@ -192,11 +195,14 @@ def main() -> None:
                 entries.append({"granularity": granularity, "round": r, "kind": kind, "path": path,
                                 "size_bytes": _size(path), "kernel_shapes": shapes, **accuracy})
             if granularity in TFLITE:  # round 0 too: the dense TFLite file is what TFLite exports compare with
-                dense_base = os.path.join(args.work_dir, granularity, f"round_{r:02d}", "dense")
-                path, _ = _export(runs[0], r, "dense", dense_base)
+                source = "dense" if r == 0 else TFLITE[granularity]
+                source_base = os.path.join(args.work_dir, granularity, f"round_{r:02d}", source)
+                path, _ = _export(runs[0], r, source, source_base)
+                if path is None:
+                    continue  # its SavedModel was refused by verification: recorded above
                 tfl = _tflite(path, os.path.join(args.work_dir, granularity, f"round_{r:02d}", "model.tflite"))
                 entries.append({"granularity": granularity, "round": r, "kind": "tflite", "path": tfl,
-                                "size_bytes": _size(tfl), "tflite_sparse": saved_model.tflite_sparsity(tfl), **accuracy})
+                                "tflite_from": source, "size_bytes": _size(tfl), "tflite_sparse": saved_model.tflite_sparsity(tfl), **accuracy})
     # The dense network is the same for every granularity (same seed, same theta_0, same training): keep one.
     seen, unique = set(), []
     for e in entries:

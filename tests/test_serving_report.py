@@ -72,12 +72,17 @@ def test_the_benchmark_measures_every_kind_and_lottery_report_draws_its_frontier
     record = json.loads(out.read_text())
     kinds = {(e["granularity"], e["round"], e["kind"]) for e in record["entries"]}
     assert {("unit", 1, "compact"), ("weight", 1, "dense"), ("weight", 1, "sparse"), ("weight", 1, "compact"),
-            ("weight", 1, "tflite")} <= kinds
+            ("weight", 1, "tflite"), ("unit", 1, "tflite")} <= kinds
     assert sum(1 for k in kinds if k[1] == 0) == 2  # the dense network once, as a SavedModel and a TFLite file
     for entry in record["entries"]:
         assert entry["b1_us"] > 0 and entry["b256_us"] > 0 and entry["size_bytes"] > 0 and "peak_mb" in entry
     compact = next(e for e in record["entries"] if e["kind"] == "compact" and e["granularity"] == "unit")
     assert compact["kernel_shapes"]["fc1"] == [784, 150]
+    by_key = {(e["granularity"], e["round"], e["kind"]): e for e in record["entries"]}
+    unit_tflite = by_key[("unit", 1, "tflite")]  # converted from the compact export: the smaller network
+    assert unit_tflite["tflite_from"] == "compact" and by_key[("weight", 1, "tflite")]["tflite_from"] == "dense"
+    dense_tflite = next(e for e in record["entries"] if e["round"] == 0 and e["kind"] == "tflite")
+    assert unit_tflite["size_bytes"] < 0.6 * dense_tflite["size_bytes"]
     report = subprocess.run([sys.executable, "-m", "tf_lottery.cli.report", f"--serving={out}",
                              f"--out={tmp_path / 'report'}"], capture_output=True, text=True, env=ENV, timeout=300)
     assert report.returncode == 0, report.stderr[-2000:]

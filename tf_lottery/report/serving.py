@@ -88,7 +88,8 @@ def markdown(record: dict, command: str = "") -> str:
         "of `tf.saved_model.load` (TFLite: its interpreter's signature runner).",
         "",
         f"Accuracy: early-stop test accuracy, mean [min-max] over {seeds} seed(s); latency and size: the first seed's "
-        "exports (every seed prunes to the same counts).",
+        "exports (every seed prunes to the same counts). x: against the dense network's SavedModel; TFLite rows "
+        "against the dense network's TFLite file (another runtime).",
         "",
     ]
     if record.get("command"):
@@ -101,10 +102,11 @@ def markdown(record: dict, command: str = "") -> str:
         if best is None:
             lines.append(f"- {goal['granularity']} / {goal['kind']}: no round within 0.5 points of dense")
             continue
+        reference = "the dense TFLite file" if goal["kind"] == "tflite" else "dense"
         lines.append(
             f"- {goal['granularity']} / {goal['kind']}: round {best['round']} ({100 * best['weights_remaining']:.2f}% "
             f"of weights), accuracy {100 * _mean(best['accuracy']):.2f} vs dense {100 * _mean(dense['accuracy']):.2f}; "
-            f"batch 256 {best['b256_vs_dense']:.2f}x dense, batch 1 {best['b1_vs_dense']:.2f}x, size {best['size_vs_dense']:.2f}x")
+            f"batch 256 {best['b256_vs_dense']:.2f}x {reference}, batch 1 {best['b1_vs_dense']:.2f}x, size {best['size_vs_dense']:.2f}x")
     lines += ["", "## Each ticket against its random re-initialization", "",
               "Liu et al. (2019) find that structured networks re-initialized at random train as well as the pruned "
               "ones; Frankle & Carbin (2019) that unstructured tickets beat their re-initialization once sparse. "
