@@ -237,7 +237,38 @@ def test_report_modules_import_no_tensorflow():
 
 
 def test_the_layering_test_sees_imports_inside_functions():
-    """Guard against a parser that misses the ~40 imports inside functions."""
+    """Guard against a parser that misses the ~25 imports inside functions (each says why it waits)."""
     inner = [(m, i) for m in MODULES for i, _, _, top in imports(m) if ours(i) and not top]
-    assert len(inner) >= 20, inner
-    assert re.search(r"tf_lottery\.keras3", " ".join(i for _, i in inner))
+    assert len(inner) >= 15, inner
+    assert re.search(r"tf_lottery\.masking\.scoring", " ".join(i for _, i in inner))
+
+
+def test_every_import_inside_a_function_says_why_it_waits():
+    """An import of ours inside a function is an exception (TensorFlow kept out of --help, the
+    registries and the report; one allowed upward import): its line, or a comment just above its
+    group of imports, says which."""
+    unexplained = []
+    for module, path in MODULES.items():
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for child in ast.walk(node):
+                if not isinstance(child, (ast.Import, ast.ImportFrom)):
+                    continue
+                names = [a.name for a in child.names] if isinstance(child, ast.Import) else [child.module or ""]
+                if not any(n.startswith(("tf_lottery", "tf_lottery_models")) for n in names) and not (
+                        isinstance(child, ast.ImportFrom) and child.level):
+                    continue
+                row, explained = child.lineno - 1, False
+                while row >= 0:
+                    text = lines[row].strip()
+                    if "#" in text:
+                        explained = True
+                        break
+                    if not text.startswith(("from ", "import ")) or row < child.lineno - 4:
+                        break
+                    row -= 1
+                if not explained:
+                    unexplained.append(f"{path.relative_to(ROOT)}:{child.lineno}")
+    assert not unexplained, unexplained

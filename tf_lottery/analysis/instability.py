@@ -46,6 +46,7 @@ from tf_lottery import config as config_lib
 from tf_lottery.analysis import linear_path, per_k_search
 from tf_lottery.data import inputs as inputs_lib
 from tf_lottery.data import raw_files
+from tf_lottery.export import loading
 from tf_lottery.files import atomic_write_json, corrupt, load_json
 from tf_lottery.masking import masks as mask_math
 from tf_lottery.masking import pruning
@@ -312,8 +313,6 @@ class _Analysis:
 
 def _open(run: RunDirectory, record: dict, config, strategy, model, splits) -> Search:
     """The run's model (zoo, recorded architecture, or `model`), wrapped, and its data, as lottery-find built them."""
-    from tf_lottery.export import loading
-
     inputs = inputs_lib.from_config(config, splits)
     saved = record.get("data_fingerprint")
     if saved is not None and saved != inputs.fingerprint:

@@ -130,7 +130,7 @@ def evaluate_path(
     if not (isinstance(points, (int, np.integer)) and points >= 2):
         raise ValueError(f"points {points!r} must be an integer of 2 or more")
     if restore is None:
-        from tf_lottery.masking import pruning
+        from tf_lottery.masking import pruning  # TF-MOT: the path math itself is NumPy only
 
         restore = pruning.restore
     alphas = np.linspace(0.0, 1.0, int(points))

@@ -4,7 +4,7 @@ from tf_lottery.branches.base import Branch, BranchInputs
 
 
 def start(inputs: BranchInputs):
-    from tf_lottery.masking import pruning
+    from tf_lottery.masking import pruning  # TF-MOT: the registry lists branches (report, --help) without it
 
     return inputs.masks, pruning.reinitialized(inputs.model, inputs.weights, inputs.seed)
 

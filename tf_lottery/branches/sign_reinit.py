@@ -10,7 +10,7 @@ from tf_lottery.branches.base import Branch, BranchInputs
 
 
 def start(inputs: BranchInputs):
-    from tf_lottery.masking import pruning
+    from tf_lottery.masking import pruning  # TF-MOT: the registry lists branches (report, --help) without it
 
     fresh = pruning.reinitialized(inputs.model, inputs.weights, inputs.seed)
     values = [w.copy() for w in inputs.weights]

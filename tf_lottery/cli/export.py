@@ -38,7 +38,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     common.raise_on_sigterm()
     common.quiet_tensorflow(FLAGS.verbose)
-    from tf_lottery import export
+    from tf_lottery import export  # TensorFlow: after the flags parse and the logs are quieted
 
     logging.set_verbosity(logging.WARNING)
     try:

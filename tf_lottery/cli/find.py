@@ -14,7 +14,7 @@ import sys
 
 from absl import app, flags
 
-from tf_lottery.cli import common
+from tf_lottery.cli import common, errors
 from tf_lottery.cli import flags as config_flags
 
 FLAGS = flags.FLAGS
@@ -29,7 +29,7 @@ flags.DEFINE_bool("verbose", False, "Also print one line per evaluation, TensorF
 
 def config_from_flags():
     """The ExperimentConfig: the model's preset, overridden by every flag the user gave."""
-    import tf_lottery_models as zoo
+    import tf_lottery_models as zoo  # TensorFlow: after the flags parse, so --help and bad flags stay fast
 
     model = FLAGS.model or "lenet_300_100"
     zoo.get_builder(model)  # unknown model: one line listing the known ones
@@ -82,6 +82,7 @@ def main(argv):
             raise ValueError("output_dir='' is empty; give a directory for the run (--output_dir=runs/NAME)")
         config = config_from_flags()
         runs = replicate_runs(config, FLAGS.output_dir, FLAGS.replicates)
+        # TensorFlow loads here, after the flags and the config are checked (a bad value costs no start-up).
         from tf_lottery.search import distribute, find as lottery
         from tf_lottery.search.progress import Progress
 
@@ -99,8 +100,6 @@ def main(argv):
         print(f"lottery-find: interrupted; rerun the same command to resume {FLAGS.output_dir}", file=sys.stderr)
         return common.interrupted_status(e)
     except Exception as e:  # noqa: BLE001  (user errors and environment failures: one line each)
-        from tf_lottery.cli import errors
-
         return errors.report("lottery-find", e, resume=FLAGS.output_dir)
     for ticket, (_, output_dir) in zip(tickets, runs):  # the path as the user gave it
         best = ticket.best_round()

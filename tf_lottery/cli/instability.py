@@ -19,7 +19,7 @@ import sys
 from absl import app, flags
 
 from tf_lottery import config as config_lib
-from tf_lottery.cli import common
+from tf_lottery.cli import common, errors
 
 FLAGS = flags.FLAGS
 
@@ -60,6 +60,7 @@ def main(argv):
         if not FLAGS.run_dir:
             raise ValueError("no --run_dir given; pass a lottery-find output_dir (--run_dir=runs/NAME)")
         runtime = runtime_from_flags()
+        # TensorFlow loads here, after the flags and the runtime settings are checked.
         from tf_lottery.search import distribute
         from tf_lottery.analysis import instability as stability
         from tf_lottery.search.progress import Progress
@@ -73,8 +74,6 @@ def main(argv):
         print(f"lottery-instability: interrupted; rerun the same command to resume {FLAGS.run_dir}", file=sys.stderr)
         return common.interrupted_status(e)
     except Exception as e:  # noqa: BLE001  (user errors and environment failures: one line each)
-        from tf_lottery.cli import errors
-
         return errors.report("lottery-instability", e, resume=FLAGS.run_dir)
     if FLAGS.quiet:
         for row in rows:

@@ -60,6 +60,7 @@ def _levels(values) -> list[float]:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    # The report's modules (matplotlib) load only once the flags parse: --help stays instant.
     from tf_lottery.report import writer as report  # imports no TensorFlow
     from tf_lottery.cli import errors
 
@@ -85,7 +86,7 @@ def main(argv):
 
 def _serving(errors) -> int:
     """lottery-report --serving=FILE: the frontier of one benchmark record."""
-    from tf_lottery.report import serving as report_serving
+    from tf_lottery.report import serving as report_serving  # matplotlib, only for --serving
 
     try:
         if FLAGS.run_dir or FLAGS.compare:

@@ -145,7 +145,7 @@ def _one_hot(labels: np.ndarray) -> bool:
 
 def _fingerprint(**splits) -> str:
     """The data fingerprint (`data.fingerprint_arrays`) of the arrays actually trained and evaluated on."""
-    from tf_lottery.data import datasets as data
+    from tf_lottery.data import datasets as data  # TFDS: not for a user's own arrays
 
     named = {}
     for name, value in splits.items():
@@ -278,7 +278,7 @@ def from_datasets(train, validation, test, batch_size: int, example_rank: Option
 def from_config(config, splits=None) -> Inputs:
     """The dataset `config.data` names, loaded as it says (or the `splits` given, e.g. the user's arrays)."""
     if splits is None:
-        from tf_lottery.data import datasets as data_lib
+        from tf_lottery.data import datasets as data_lib  # TFDS: not for a user's own arrays
 
         data = config.data
         splits = data_lib.load(data.dataset, data_dir=data.data_dir, validation_size=data.validation_size)

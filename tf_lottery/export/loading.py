@@ -154,7 +154,7 @@ def test_images(config: ExperimentConfig, count: int = CHECK_EXAMPLES) -> np.nda
 
 
 def _test_split(config: ExperimentConfig, count: int) -> tuple[np.ndarray, str]:
-    from tf_lottery.data import datasets as data
+    from tf_lottery.data import datasets as data  # TFDS: only when the run's test split is read
 
     splits = data.load(config.data.dataset, data_dir=config.data.data_dir, validation_size=0)
     return splits.test_images[:count].astype(np.float32) / 255.0, data.source_line(splits.data_source)

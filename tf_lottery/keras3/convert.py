@@ -108,7 +108,7 @@ def _stripped(tf_model):
     """`tf_model` without TF-MOT wrappers, and the masks of its wrapped layers by id of the layer."""
     if not any(hasattr(layer, "pruning_vars") for layer in tf_model.layers):
         return tf_model, {}
-    from tf_lottery.masking import pruning
+    from tf_lottery.masking import pruning  # TF-MOT, only for a model that carries its wrappers
 
     # strip_pruning hands back the wrapped layers themselves, so they identify their masks.
     masks = {id(w.layer): w.pruning_vars[0][1].numpy() for w in pruning.prunable_layers(tf_model)}

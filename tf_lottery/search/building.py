@@ -9,6 +9,9 @@ from __future__ import annotations
 import inspect
 from typing import Callable
 
+import tf_lottery_models as zoo
+
+from tf_lottery import keras3
 from tf_lottery.config import ExperimentConfig
 
 
@@ -22,15 +25,11 @@ def call_builder(builder: Callable, seed: int):
     except (TypeError, ValueError):  # a builtin or C callable: no inspectable parameters
         takes_seed = False
     built = builder(seed=seed) if takes_seed else builder()
-    from tf_lottery import keras3
-
     return keras3.to_tf_keras(built) if keras3.is_keras3_model(built) else built
 
 
 def zoo_model(config: ExperimentConfig, input_shape, num_classes: int = 10):
     """The zoo model named by `config.model.model`, seeded with the run's seed."""
-    import tf_lottery_models as zoo
-
     build = zoo.get_builder(config.model.model)
     return build(tuple(input_shape), num_classes=num_classes, dropout_rate=config.model.dropout_rate,
                  seed=config.runtime.seed)

@@ -21,7 +21,7 @@ import tf_keras as keras
 from tf_lottery import branches, strategies
 from tf_lottery.config import PruningConfig, RuntimeConfig
 from tf_lottery.masking import masks as mask_math
-from tf_lottery.masking import pruning
+from tf_lottery.masking import pruning, unit_graph
 
 
 def _build_optimizer(optimizer, variables) -> None:
@@ -147,8 +147,6 @@ class LotteryCallback(keras.callbacks.Callback):
         if self.config.granularity != "unit":
             return None
         if self._units is None or self._units[0] is not model:
-            from tf_lottery.masking import unit_graph
-
             self._units = (model, unit_graph.trace(model, tuple(pruning.layer_kinds(model))))
         return self._units[1]
 

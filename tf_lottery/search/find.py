@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tf_lottery import branches, strategies
+from tf_lottery import branches, keras3, strategies
 from tf_lottery import config as config_lib
 from tf_lottery.config import ExperimentConfig
 from tf_lottery.data import inputs as inputs_lib
@@ -264,8 +264,6 @@ class _Setup:
         if output_dir is not None:
             RunDirectory.check_path(output_dir)
         strategy = strategy or tf.distribute.get_strategy()
-        from tf_lottery import keras3
-
         template = None
         if keras3.is_keras3_model(model):
             template, model = model, keras3.to_tf_keras(model)

@@ -19,7 +19,7 @@ from tf_lottery import branches, strategies
 from tf_lottery.config import ExperimentConfig
 from tf_lottery.masking import granularity as granular
 from tf_lottery.masking import masks as mask_math
-from tf_lottery.masking import pruning
+from tf_lottery.masking import pruning, unit_graph
 from tf_lottery.search import checkpoints, training
 from tf_lottery.search.run_directory import CorruptRunError, RunDirectory
 
@@ -50,8 +50,6 @@ class LevelMasks:
         # pruned by units is refused here, in one line, before the run directory is touched.
         self.units = None
         if self.granularity == "unit":
-            from tf_lottery.masking import unit_graph  # Keras-aware; only unit pruning needs it
-
             self.units = unit_graph.trace(self.model, tuple(self.kinds), granularity=self.granularity)
         # The last level that prunes anything: the levels after it would train the same counts again.
         self.last_level = strategies.last_changing_level(self.config.pruning, self.kinds, self.sizes,

@@ -117,7 +117,7 @@ class Ticket:
 
     def export(self, export_base: str, round="best", **kwargs):
         """Export `round`'s trained network for TF Serving (see `tf_lottery.export.export_model`)."""
-        from tf_lottery import export
+        from tf_lottery import export  # the one allowed upward import (docs/architecture.md)
 
         index = self.round_index(round)
         kwargs.setdefault("images", self._check_images)

@@ -4,7 +4,7 @@ from tf_lottery.strategies.base import PruneInputs, Strategy
 
 
 def scores(inputs: PruneInputs):
-    from tf_lottery.masking import scoring
+    from tf_lottery.masking import scoring  # TensorFlow: the registry lists strategies without it
 
     return scoring.grasp_scores(inputs.model, inputs.batches, inputs.loss)
 

@@ -13,13 +13,13 @@ ITERATIONS = 100
 
 
 def scores(inputs: PruneInputs):
-    from tf_lottery.masking import scoring
+    from tf_lottery.masking import scoring  # TensorFlow: the registry lists strategies without it
 
     return scoring.synflow_scores(inputs.model)
 
 
 def select_iteratively(config, inputs: PruneInputs, invert: bool = False):
-    from tf_lottery.masking import scoring
+    from tf_lottery.masking import scoring  # TensorFlow: the registry lists strategies without it
 
     names = list(inputs.kinds)
     final = (1.0 - pooled_rate(config, inputs.kinds)) ** inputs.level if config.pruning_scope != "layerwise" \
