@@ -104,6 +104,34 @@ def test_rewind_step_records_the_weights_at_iteration_k(data):
     assert not lottery._implements_train_batch_hooks()  # recorded: no more per-batch hooks
 
 
+def test_after_rewinding_to_k_the_step_counter_and_its_schedule_resume_at_k(data):
+    """Weight rewinding resets the learning-rate schedule to k with the weights (Frankle et al.
+    2020), as find_ticket's schedule_start does: a schedule keyed on optimizer.iterations must see k."""
+    images, labels = data
+    k = 7
+    model = tf_lottery.wrap(zoo.get_builder("lenet_300_100")((28, 28, 1), seed=3))
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay([k], [0.01, 0.001])
+    model.compile(keras.optimizers.SGD(schedule, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    steps = []
+
+    class Steps(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):  # after the lottery callback's own start
+            steps.append(int(self.model.optimizer.iterations.numpy()))
+
+    lottery = tf_lottery.LotteryCallback(rewind_step=k)
+    for _ in range(3):
+        model.fit(images, labels, batch_size=60, epochs=1, callbacks=[lottery, Steps()], verbose=0)
+    assert steps == [0, k, k]  # round 0 from 0; every later round from k (fresh momentum, schedule at k)
+    lottery = tf_lottery.LotteryCallback()  # rewinding to theta_0: every round from 0
+    model = tf_lottery.wrap(zoo.get_builder("lenet_300_100")((28, 28, 1), seed=3))
+    model.compile(keras.optimizers.SGD(schedule), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    steps.clear()
+    for _ in range(2):
+        model.fit(images, labels, batch_size=60, epochs=1, callbacks=[lottery, Steps()], verbose=0)
+    assert steps == [0, 0]
+
+
 def test_a_rewind_step_never_reached_is_one_line(data):
     images, labels = data
     model = tf_lottery.wrap(zoo.get_builder("lenet_300_100")((28, 28, 1), seed=3))
@@ -131,6 +159,9 @@ def test_bad_callback_arguments_raise_one_line_naming_the_field():
         with pytest.raises(ValueError, match=pattern) as info:
             tf_lottery.LotteryCallback(**kwargs)
         assert "\n" not in str(info.value)
+    for retrain in ("lr_rewind", "finetune"):  # the callback rewinds weights: it would do that silently
+        with pytest.raises(ValueError, match=f"retrain='{retrain}': LotteryCallback rewinds .*allowed: retrain='weight_rewind'"):
+            tf_lottery.LotteryCallback(config=C.PruningConfig(retrain=retrain))
 
 
 def test_rates_before_fit_by_kind_and_per_layer_with_a_model():

@@ -155,3 +155,34 @@ def test_a_bad_strategy_or_control_name_is_refused_before_anything_is_built():
         find._check_names(C.override(C.ExperimentConfig(), pruning_strategy="largest"))
     with pytest.raises(ValueError, match="unknown control 'main'; allowed: "):
         find._check_names(C.override(C.ExperimentConfig(), controls=("main",)))
+
+
+# -- op determinism ------------------------------------------------------------------------------
+def test_a_deterministic_search_leaves_op_determinism_as_it_found_it():
+    from tensorflow.python.framework import config as tf_config
+
+    config = C.override(C.ExperimentConfig(), rounds=2, iterations=4, epochs=None, eval_every=2, batch_size=8,
+                        deterministic=True)
+    rng = np.random.default_rng(0)
+    pairs = [(rng.random((16, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 16)) for _ in range(3)]
+    seen = []
+
+    class Witness(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen.append(tf_config.is_op_determinism_enabled())
+
+    assert not tf_config.is_op_determinism_enabled()
+    find.find_ticket(small_model, config, train=pairs[0], validation=pairs[1], test=pairs[2], callbacks=[Witness()],
+                     log=lambda line: None)
+    assert seen and all(seen)  # on while the search trains
+    assert not tf_config.is_op_determinism_enabled()  # off again after it: the user's next training is theirs
+    with pytest.raises(ValueError):  # and after a search that fails
+        find.find_ticket(small_model, C.override(config, rewind_step=10), train=pairs[0], validation=pairs[1],
+                         test=pairs[2], log=lambda line: None)
+    assert not tf_config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()  # a user who turned it on keeps it on
+    try:
+        find.find_ticket(small_model, config, train=pairs[0], validation=pairs[1], test=pairs[2], log=lambda line: None)
+        assert tf_config.is_op_determinism_enabled()
+    finally:
+        tf_config.disable_op_determinism()

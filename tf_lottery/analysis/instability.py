@@ -491,8 +491,7 @@ def analyze(
             per_k_search.check_imp(config, run.path)
         if data_dir is not None:
             config = config_lib.override(config, data_dir=data_dir)
-        if config.runtime.deterministic:
-            tf.config.experimental.enable_op_determinism()
+        stack.enter_context(training.op_determinism(config.runtime.deterministic))  # for the analysis only
         search = _open(run, record, config, strategy, model, splits)
         search.log, search.progress = log, progress
         log("data: " + raw_files.source_line(search.inputs.data_source))

@@ -43,7 +43,10 @@ class LotteryCallback(keras.callbacks.Callback):
     Args:
       fc_rate, conv_rate, output_rate, pruning_scope, schedule, rewind_step, pruning_strategy,
         granularity: as in `tf_lottery.PruningConfig` (or pass `config=` a PruningConfig).
-      reset_optimizer: give each round a fresh optimizer state (the paper); False keeps it.
+      reset_optimizer: give each round a fresh optimizer state (the paper); False keeps it. With
+        `rewind_step` k > 0 the fresh state's step counter is k, so a learning-rate schedule keyed on
+        `optimizer.iterations` continues from k, as weight rewinding prescribes and `find_ticket` does
+        (fit each round for the T - k iterations left).
       seed: the run's seed (`RuntimeConfig.seed`). Level l prunes with
         `branches.stage_seed(seed, l, "main")` and controls start with `stage_seed(seed, l, name)`,
         the seeds `find_ticket` uses, so both give the same masks from the same trained kernels.
@@ -64,6 +67,10 @@ class LotteryCallback(keras.callbacks.Callback):
             keep_one_weight=keep_one_weight, granularity=granularity,
         )
         strategies.check_granularity(self.config)
+        if self.config.retrain != "weight_rewind":  # the callback rewinds weights; the others would be silent
+            raise ValueError(
+                f"retrain={self.config.retrain!r}: LotteryCallback rewinds the survivors' weights each round; "
+                "allowed: retrain='weight_rewind' (use find_ticket for lr_rewind and finetune)")
         strategy = strategies.get(self.config.pruning_strategy)
         if strategy.needs_model:
             raise ValueError(f"pruning_strategy={self.config.pruning_strategy!r} needs data; use find_ticket for it")
@@ -194,6 +201,8 @@ class LotteryCallback(keras.callbacks.Callback):
             if len(variables) == len(self._optimizer_start):
                 for variable, value in zip(variables, self._optimizer_start):
                     variable.assign(value)
+            if self.level > 0 and self.config.rewind_step > 0:
+                optimizer.iterations.assign(self.config.rewind_step)  # the schedule resumes at k, like the weights
             self._used_in_round = self.level
 
     # -- controls -------------------------------------------------------------------------------

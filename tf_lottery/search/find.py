@@ -223,8 +223,10 @@ def find_ticket(
     # collection frees; the collector's own thresholds run one every few calls, so memory would
     # climb by ~6 MB a call between them in a loop of searches (issue 19). Free the last ones first.
     gc.collect()
-    setup = _Setup.of(model, config, splits, train, validation, test, output_dir, strategy, optimizer)
     with contextlib.ExitStack() as stack:
+        deterministic = isinstance(config, ExperimentConfig) and config.runtime.deterministic
+        stack.enter_context(training.op_determinism(deterministic))  # for the search only, not after it
+        setup = _Setup.of(model, config, splits, train, validation, test, output_dir, strategy, optimizer)
         run, keep = stack.enter_context(_run_directory(output_dir, setup.strategy))
         search, record = _open_search(stack, setup, run, callbacks, loss, metrics, log, progress)
         log(DATA_LINE_PREFIX + raw_files.source_line(setup.inputs.data_source))
@@ -269,8 +271,6 @@ class _Setup:
             template, model = model, keras3.to_tf_keras(model)
         compiled = model if isinstance(model, keras.Model) and getattr(model, "optimizer", None) is not None else None
         config = _with_users_optimizer(config, optimizer if optimizer is not None else getattr(compiled, "optimizer", None))
-        if config.runtime.deterministic:
-            tf.config.experimental.enable_op_determinism()
         example_rank = 3 if model is None else _example_rank(model)  # zoo models take images (H, W, C)
         inputs = _make_inputs(config, splits, train, validation, test, strategy, example_rank)
         total = inputs.total_iterations(config.training)

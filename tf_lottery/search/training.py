@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+from tensorflow.python.framework import config as tf_config  # is_/disable_op_determinism: see op_determinism
 from tensorflow.python.framework import ops  # the gradient registry: see forgetting_traced_gradients
 
 from tf_lottery.config import TrainingConfig
@@ -28,6 +29,24 @@ from tf_lottery.search import checkpoints
 
 class TrainingDiverged(UserError):
     """The training loss became NaN or infinite."""
+
+
+@contextlib.contextmanager
+def op_determinism(enabled: bool):
+    """TensorFlow's op determinism on for a block (a `deterministic` search), as it was afterwards.
+
+    TensorFlow has one process-wide switch; a search left it on, so a user's later training in the
+    same process ran under it unasked (and kernels without a deterministic version, such as XLA's
+    MaxPool gradient, refused to run). Left unchanged where it was already on, or `enabled` is False.
+    """
+    before = tf_config.is_op_determinism_enabled()
+    if enabled:
+        tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if enabled and not before:
+            tf_config.disable_op_determinism()
 
 
 @dataclasses.dataclass
