@@ -67,15 +67,26 @@ print((rss() - before) / 1024.0)
 
 
 def _searches(spec: str) -> dict[str, list[str]]:
-    """granularity -> its run directories (a replicate folder gives its seed_* runs, in seed order)."""
+    """label -> its run directories (a replicate folder gives its seed_* runs, in seed order).
+
+    A label is the search's name in the record and the report: its granularity, or any other name
+    (e.g. two unit searches at different rates); the kinds exported follow the run's own granularity.
+    """
     out = {}
     for item in spec.split(","):
         name, _, path = item.partition("=")
-        if not path or not os.path.isdir(path):
-            sys.exit(f"serving_latency.py: error: --runs item {item!r} must be granularity=<run or replicate folder>")
+        if not name or not path or not os.path.isdir(path) or name in out:
+            sys.exit(f"serving_latency.py: error: --runs item {item!r} must be label=<run or replicate folder>, "
+                     "each label once")
         seeds = sorted((d for d in os.listdir(path) if d.startswith("seed_")), key=lambda d: int(d.split("_")[1]))
         out[name] = [os.path.join(path, d) for d in seeds] if seeds else [path]
     return out
+
+
+def _granularity(run: str) -> str:
+    """The granularity the run was pruned at (config.json), which decides the kinds it is exported as."""
+    with open(os.path.join(run, "config.json")) as f:
+        return json.load(f)["config"]["pruning"].get("granularity", "weight")
 
 
 def _summary(run: str) -> list[dict]:
@@ -177,7 +188,8 @@ def main() -> None:
 
     searches = _searches(args.runs)
     entries, input_shape, refused = [], None, []
-    for granularity, runs in searches.items():
+    for label, runs in searches.items():
+        granularity = _granularity(runs[0])
         rounds = range(len(_summary(runs[0])))
         if args.rounds:
             rounds = [r for r in map(int, args.rounds.split(",")) if r < len(_summary(runs[0]))]
@@ -185,23 +197,23 @@ def main() -> None:
             accuracy = _accuracy(runs, r)
             kinds = ("dense",) if r == 0 else KINDS[granularity]
             for kind in kinds:
-                base = os.path.join(args.work_dir, granularity, f"round_{r:02d}", kind)
+                base = os.path.join(args.work_dir, label, f"round_{r:02d}", kind)
                 path, meta = _export(runs[0], r, kind, base)
                 if path is None:
-                    refused.append({"granularity": granularity, "round": r, "kind": kind})
+                    refused.append({"granularity": label, "round": r, "kind": kind})
                     continue
                 input_shape = tuple(meta["input_shape"])
                 shapes = {n: layer["shape"] for n, layer in meta["layers"].items()}
-                entries.append({"granularity": granularity, "round": r, "kind": kind, "path": path,
+                entries.append({"granularity": label, "round": r, "kind": kind, "path": path,
                                 "size_bytes": _size(path), "kernel_shapes": shapes, **accuracy})
             if granularity in TFLITE:  # round 0 too: the dense TFLite file is what TFLite exports compare with
                 source = "dense" if r == 0 else TFLITE[granularity]
-                source_base = os.path.join(args.work_dir, granularity, f"round_{r:02d}", source)
+                source_base = os.path.join(args.work_dir, label, f"round_{r:02d}", source)
                 path, _ = _export(runs[0], r, source, source_base)
                 if path is None:
                     continue  # its SavedModel was refused by verification: recorded above
-                tfl = _tflite(path, os.path.join(args.work_dir, granularity, f"round_{r:02d}", "model.tflite"))
-                entries.append({"granularity": granularity, "round": r, "kind": "tflite", "path": tfl,
+                tfl = _tflite(path, os.path.join(args.work_dir, label, f"round_{r:02d}", "model.tflite"))
+                entries.append({"granularity": label, "round": r, "kind": "tflite", "path": tfl,
                                 "tflite_from": source, "size_bytes": _size(tfl), "tflite_sparse": saved_model.tflite_sparsity(tfl), **accuracy})
     # The dense network is the same for every granularity (same seed, same theta_0, same training): keep one.
     seen, unique = set(), []
@@ -233,6 +245,7 @@ def main() -> None:
         "load_average": os.getloadavg(),
         "blocks": args.blocks, "calls": args.calls,
         "runs": {g: runs for g, runs in searches.items()},
+        "granularities": {g: _granularity(runs[0]) for g, runs in searches.items()},  # label -> its runs' granularity
         "entries": entries,
         "refused": refused,  # exports whose verification failed (outputs beyond 1e-5 of the ticket)
     }

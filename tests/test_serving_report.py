@@ -65,21 +65,24 @@ def test_the_benchmark_measures_every_kind_and_lottery_report_draws_its_frontier
     weight = make_run(str(tmp_path / "weight"), rounds=2, rate=0.5)
     out = tmp_path / "serving.json"
     bench = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "serving_latency.py"),
-                            f"--runs=unit={unit.output_dir},weight={weight.output_dir}", f"--out={out}",
+                            f"--runs=unit_half={unit.output_dir},weight={weight.output_dir}", f"--out={out}",
                             f"--work_dir={tmp_path / 'exports'}", "--blocks=1", "--calls=2", "--memory"],
                            capture_output=True, text=True, env=ENV, timeout=600)
     assert bench.returncode == 0, bench.stderr[-3000:]
     record = json.loads(out.read_text())
     kinds = {(e["granularity"], e["round"], e["kind"]) for e in record["entries"]}
-    assert {("unit", 1, "compact"), ("weight", 1, "dense"), ("weight", 1, "sparse"), ("weight", 1, "compact"),
-            ("weight", 1, "tflite"), ("unit", 1, "tflite")} <= kinds
+    # A label names the search; its run's own granularity (unit) decides what it is exported as.
+    assert record["granularities"] == {"unit_half": "unit", "weight": "weight"}
+    assert {("unit_half", 1, "compact"), ("weight", 1, "dense"), ("weight", 1, "sparse"), ("weight", 1, "compact"),
+            ("weight", 1, "tflite"), ("unit_half", 1, "tflite")} <= kinds
+    assert ("unit_half", 1, "sparse") not in kinds
     assert sum(1 for k in kinds if k[1] == 0) == 2  # the dense network once, as a SavedModel and a TFLite file
     for entry in record["entries"]:
         assert entry["b1_us"] > 0 and entry["b256_us"] > 0 and entry["size_bytes"] > 0 and "peak_mb" in entry
-    compact = next(e for e in record["entries"] if e["kind"] == "compact" and e["granularity"] == "unit")
+    compact = next(e for e in record["entries"] if e["kind"] == "compact" and e["granularity"] == "unit_half")
     assert compact["kernel_shapes"]["fc1"] == [784, 150]
     by_key = {(e["granularity"], e["round"], e["kind"]): e for e in record["entries"]}
-    unit_tflite = by_key[("unit", 1, "tflite")]  # converted from the compact export: the smaller network
+    unit_tflite = by_key[("unit_half", 1, "tflite")]  # converted from the compact export: the smaller network
     assert unit_tflite["tflite_from"] == "compact" and by_key[("weight", 1, "tflite")]["tflite_from"] == "dense"
     dense_tflite = next(e for e in record["entries"] if e["round"] == 0 and e["kind"] == "tflite")
     assert unit_tflite["size_bytes"] < 0.6 * dense_tflite["size_bytes"]
@@ -88,7 +91,7 @@ def test_the_benchmark_measures_every_kind_and_lottery_report_draws_its_frontier
     assert report.returncode == 0, report.stderr[-2000:]
     text = (tmp_path / "report" / "report.md").read_text()
     assert (tmp_path / "report" / "frontier.png").stat().st_size > 10_000
-    assert "| unit | 1 | compact |" in text and "784x150 150x50 50x10" in text and "Measured with:" in text
+    assert "| unit_half | 1 | compact |" in text and "784x150 150x50 50x10" in text and "Measured with:" in text
     refused = subprocess.run([sys.executable, "-m", "tf_lottery.cli.report", f"--serving={tmp_path / 'none.json'}",
                               f"--out={tmp_path / 'r2'}"], capture_output=True, text=True, env=ENV, timeout=300)
     errors = [line for line in refused.stderr.splitlines() if line.startswith("lottery-report: error:")]

@@ -42,7 +42,7 @@ NOT_RESULT_FIELDS = ("data_dir", "strategy", "tpu", "worker_timeout", "rounds", 
 # Fields added after 0.2 and the value that means what runs did before them. A run directory of an
 # earlier layout version is read with these values (`upgrade`), and a field at this value is left
 # out of the fingerprint, so earlier runs keep theirs.
-ADDED_AT_DEFAULT = {"granularity": "weight", "score_batches": "first"}
+ADDED_AT_DEFAULT = {"granularity": "weight", "score_batches": "first", "layer_rates": ()}
 MAX_SEED = 2**32 - 1
 # Upper bounds a real run stays within (a typo such as --iterations=5000000000 is refused, with the
 # bound in the message). ImageNet ResNet-50 for 90 epochs is 450,000 iterations; the paper's longest
@@ -72,6 +72,32 @@ def _check_rate(name: str, value: Optional[float], allow_zero: bool = False, all
     if not (low_ok and value < 1.0):
         allowed = allowed or ("[0, 1) (0 leaves the layer dense)" if allow_zero else "(0, 1)")
         raise ValueError(f"{name}={value!r} is outside the allowed range {allowed}")
+
+
+def _layer_rates(value: Any) -> tuple[str, ...]:
+    """NAME=RATE items (a list, or one comma-separated string), checked and in one spelling: sorted
+    by name, each rate as a float, so that equal settings compare (and fingerprint) equal."""
+    items = _as_tuple("layer_rates", value, str)
+    rates: dict[str, float] = {}
+    for item in items:
+        name, sep, rate = item.partition("=") if isinstance(item, str) else ("", "", "")
+        name = name.strip()
+        try:
+            number = float(rate)
+        except ValueError:
+            number = None
+        if not sep or not name or number is None:
+            raise ValueError(f"layer_rates item {item!r} must be NAME=RATE, e.g. fc1=0.3")
+        if name in rates:
+            raise ValueError(f"layer_rates names layer {name!r} twice")
+        _check_rate(f"layer_rates {name}", number, allow_zero=True)
+        rates[name] = number
+    return tuple(f"{name}={rates[name]!r}" for name in sorted(rates))
+
+
+def layer_rate_overrides(config: "PruningConfig") -> dict[str, float]:
+    """`layer_rates` as {layer name: rate}."""
+    return {name: float(rate) for name, _, rate in (item.partition("=") for item in config.layer_rates)}
 
 
 def _check_choice(name: str, value: Any, allowed) -> None:
@@ -232,6 +258,9 @@ class PruningConfig:
     fc_rate: float = setting(0.2, "Fraction of surviving fully connected weights pruned each round (paper: 0.2).")
     conv_rate: float = setting(0.1, "Fraction of surviving convolution weights pruned each round (paper: 0.1-0.2).")
     output_rate: Optional[float] = setting(None, "Rate of the output layer (default: half its kind's; 0: dense).")
+    layer_rates: tuple[str, ...] = setting(
+        (), "Per-layer rates overriding their kind's, NAME=RATE,... (e.g. fc1=0.3,fc2=0.1; 0 leaves a layer "
+        "dense); layerwise scope only.")
     pruning_scope: str = setting(
         "layerwise", "layerwise (each layer by its own scores), global (one threshold over all layers but the "
         "output, which keeps its own rate) or global_all (one threshold over every layer, as the pruning-at-"
@@ -261,6 +290,12 @@ class PruningConfig:
         if self.output_rate is not None:  # None: half the rate of the output layer's kind
             _check_rate("output_rate", self.output_rate, allow_zero=True)
         _check_choice("pruning_scope", self.pruning_scope, SCOPES)
+        _set(self, "layer_rates", _layer_rates(self.layer_rates))
+        if self.layer_rates and self.pruning_scope != "layerwise":
+            raise ValueError(
+                f"layer_rates={','.join(self.layer_rates)} with pruning_scope={self.pruning_scope!r}: a global "
+                "threshold ranks the layers together, so no layer has a rate of its own; allowed: "
+                "pruning_scope='layerwise'")
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("retrain", self.retrain, RETRAIN_MODES)
         _check_int("rewind_step", self.rewind_step, low=0, high=MAX_ITERATIONS)
@@ -362,7 +397,7 @@ class ExperimentConfig:
         flat = self.flat()
         return {k: v for k, v in flat.items()
                 if k not in NOT_RESULT_FIELDS and k not in _inert_fields(flat)
-                and not (k in ADDED_AT_DEFAULT and v == ADDED_AT_DEFAULT[k])}
+                and not (k in ADDED_AT_DEFAULT and _canonical(v) == _canonical(ADDED_AT_DEFAULT[k]))}
 
     def fingerprint(self) -> str:
         """A short hash of the result-deciding fields: a run directory belongs to one fingerprint."""

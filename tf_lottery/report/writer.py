@@ -89,7 +89,8 @@ def _config_lines(run: Run) -> list[str]:
     output = "half its kind" if p.output_rate is None else p.output_rate
     return [
         f"- model `{m.model}`, dataset `{d.dataset}`, {len(run.rounds)} rounds, {p.schedule} {p.pruning_scope} "
-        f"{p.pruning_strategy} pruning (fc {p.fc_rate}, conv {p.conv_rate}, output {output}), "
+        f"{p.pruning_strategy} pruning (fc {p.fc_rate}, conv {p.conv_rate}, output {output}"
+        f"{''.join(f', {item}' for item in getattr(p, 'layer_rates', ()))}), "
         f"retrain {p.retrain} (rewind_step {p.rewind_step})",
         f"- training: {t.optimizer} lr {t.learning_rate}, batch {t.batch_size}, {budget} a round, "
         f"evaluated every {t.eval_every} iterations; controls: {', '.join(p.controls) or 'none'}",

@@ -97,12 +97,15 @@ class LotteryCallback(keras.callbacks.Callback):
         if model is None:
             return {"fc": c.fc_rate, "conv": c.conv_rate,
                     "output": c.output_rate if c.output_rate is not None else None}
-        return pruning.layer_rates(model, c.fc_rate, c.conv_rate, c.output_rate)
+        return strategies.layer_rates(c, pruning.layer_kinds(model))
 
     # -- Keras hooks --------------------------------------------------------------------------
     def on_train_begin(self, logs=None):
         pruning.prepare(self.model)
         if self._masks is None:
+            kinds = pruning.layer_kinds(self.model)
+            strategies.layer_rates(self.config, kinds)  # a layer_rates name of no layer: one line, before training
+            strategies.check_tied_rates(self.config, kinds, self.units(self.model))
             self._masks = pruning.get_masks(self.model)
             self.initial_weights = pruning.snapshot(self.model)
             if self.config.rewind_step == 0:

@@ -51,6 +51,8 @@ class LevelMasks:
         self.units = None
         if self.granularity == "unit":
             self.units = unit_graph.trace(self.model, tuple(self.kinds), granularity=self.granularity)
+        strategies.layer_rates(self.config.pruning, self.kinds)  # a layer_rates name of no layer: one line, now
+        strategies.check_tied_rates(self.config.pruning, self.kinds, self.units)
         # The last level that prunes anything: the levels after it would train the same counts again.
         self.last_level = strategies.last_changing_level(self.config.pruning, self.kinds, self.sizes,
                                                          self.config.pruning.rounds, self.shapes, self.units)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import importlib
 
 from tf_lottery.strategies.base import (
-    Emptied, PruneInputs, Strategy, counted, expected_counts, first_emptied, granular_counts, keep_fractions,
-    kept_fraction, last_changing_level, pool_layers, pooled_rate, select,
+    Emptied, PruneInputs, Strategy, check_tied_rates, counted, expected_counts, first_emptied, granular_counts,
+    keep_fractions, kept_fraction, last_changing_level, layer_rates, pool_layers, pooled_rate, select,
 )
 
 _MODULES = {
@@ -76,6 +76,6 @@ def check_granularity(config) -> None:
 
 
 __all__ = [
-    "Emptied", "PruneInputs", "Strategy", "check_granularity", "counted", "expected_counts", "granular_counts", "first_emptied", "get", "keep_fractions",
+    "Emptied", "PruneInputs", "Strategy", "check_granularity", "counted", "expected_counts", "granular_counts", "first_emptied", "get", "keep_fractions", "layer_rates", "check_tied_rates",
     "last_changing_level", "names", "pool_layers", "prune", "scope_warning", "select",
 ]

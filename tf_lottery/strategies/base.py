@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from tf_lottery.config import PruningConfig
+from tf_lottery.config import PruningConfig, layer_rate_overrides
 from tf_lottery.masking import granularity as granular
 from tf_lottery.masking import masks as mask_math
 
@@ -65,12 +65,51 @@ class Strategy:
     structured: bool = False
 
 
-def keep_fractions(config: PruningConfig, kinds: Mapping[str, str], level: int) -> dict[str, float]:
-    """Fraction of each layer's weights kept at `level`: (1 - rate) ** level, by kind; output at half rate."""
+def layer_rates(config: PruningConfig, kinds: Mapping[str, str]) -> dict[str, float]:
+    """Each layer's rate a round: its kind's (fc_rate, conv_rate), the output layer's (output_rate,
+    or half its kind's), and `layer_rates` over them. A name that is no prunable layer of this model,
+    or a pruned output layer at granularity='unit', is one line."""
     rates = {name: config.fc_rate if kind == "fc" else config.conv_rate for name, kind in kinds.items()}
     out = list(kinds)[-1]
     rates[out] = config.output_rate if config.output_rate is not None else rates[out] / 2.0
-    return {name: kept_fraction(rate, level) for name, rate in rates.items()}
+    overrides = layer_rate_overrides(config)
+    unknown = [name for name in overrides if name not in kinds]
+    if unknown:
+        raise ValueError(f"layer_rates names {', '.join(map(repr, unknown))}, not a prunable layer of this model; "
+                         f"allowed: {', '.join(kinds)}")
+    if config.granularity == "unit" and overrides.get(out, 0.0) != 0.0:
+        raise ValueError(f"layer_rates {out}={overrides[out]!r} with granularity='unit': the output layer keeps all "
+                         "its units (one per class); allowed: leave it out, or 0")
+    rates.update(overrides)
+    return rates
+
+
+def check_tied_rates(config: PruningConfig, kinds: Mapping[str, str], units: Any) -> None:
+    """Refuse `layer_rates` that give layers whose units are tied (e.g. by a residual add) different
+    rates: such a group is pruned as one, at one rate."""
+    if units is None or not config.layer_rates:
+        return
+    rates = layer_rates(config, kinds)
+    for group in units.groups:
+        given = {name: rates[name] for name in group.producers if name in rates}
+        if len(set(given.values())) > 1:
+            spelled = ", ".join(f"{n}={r!r}" for n, r in given.items())
+            raise ValueError(f"layer_rates gives {spelled}, whose units are tied (pruned together, e.g. by a residual "
+                             "add): give them one rate")
+
+
+def rate_field(config: PruningConfig, kinds: Mapping[str, str], layer: str) -> str:
+    """The setting that gives `layer` its rate, for messages."""
+    if layer in layer_rate_overrides(config):
+        return f"layer_rates {layer}"
+    if layer == list(kinds)[-1]:
+        return "output_rate" if config.output_rate is not None else "the output layer's rate"
+    return "fc_rate" if kinds[layer] == "fc" else "conv_rate"
+
+
+def keep_fractions(config: PruningConfig, kinds: Mapping[str, str], level: int) -> dict[str, float]:
+    """Fraction of each layer's weights kept at `level`: (1 - its rate) ** level (`layer_rates`)."""
+    return {name: kept_fraction(rate, level) for name, rate in layer_rates(config, kinds).items()}
 
 
 def kept_fraction(rate: float, level: int) -> float:
@@ -218,7 +257,7 @@ def first_emptied(config: PruningConfig, kinds: Mapping[str, str], sizes: Mappin
         layer = what[len("layer "):].strip("'\"")
         size = granular_counts(config, kinds, shapes, 0, units)[layer]
         rate = 1.0 - keep_fractions(config, kinds, 1)[layer]
-        rate_name = "fc_rate" if kinds[layer] == "fc" else "conv_rate"
+        rate_name = rate_field(config, kinds, layer)
         return Emptied(high, what, size, f"{rate_name}={rate:g}", (1.0 - rate) ** high, counted(config))
     if what.startswith("the global pool"):
         size = sum(sizes[n] for n in kinds if n != out)
@@ -229,10 +268,7 @@ def first_emptied(config: PruningConfig, kinds: Mapping[str, str], sizes: Mappin
         size = sizes[layer]
         keep = keep_fractions(config, kinds, 1)[layer]
         rate = 1.0 - keep
-        if layer == out:
-            rate_name = "output_rate" if config.output_rate is not None else "the output layer's rate"
-        else:
-            rate_name = "fc_rate" if kinds[layer] == "fc" else "conv_rate"
+        rate_name = rate_field(config, kinds, layer)
     return Emptied(high, what, size, f"{rate_name}={rate:g}", (1.0 - rate) ** high)
 
 
