@@ -29,6 +29,7 @@ CHANGED = {
     "rounds": 3, "fc_rate": 0.3, "conv_rate": 0.2, "output_rate": 0.0, "pruning_scope": "global",
     "pruning_strategy": "snip", "schedule": "one_shot", "rewind_step": 10, "retrain": "finetune",
     "controls": ("random_reinit",), "keep_one_weight": True, "granularity": "block", "score_batches": "first",
+    "layer_rates": ("fc1=0.3",),
     "strategy": "mirrored", "tpu": "local", "seed": 7, "deterministic": True, "worker_timeout": 10.0,
 }
 
@@ -282,7 +283,7 @@ def test_to_dict_has_every_section_and_field():
         assert list(d[section]) == [f.name for f in dataclasses.fields(kind)]
 
 
-@pytest.mark.parametrize("values", [{}, {**CHANGED, "granularity": "weight"}, {"granularity": "block"}, {"optimizer": SGD_CONFIG, "learning_rate": None, "momentum": None},
+@pytest.mark.parametrize("values", [{}, {**CHANGED, "granularity": "weight", "layer_rates": ()}, {"granularity": "block"}, {"layer_rates": "fc2=0.1,fc1=0.3"}, {"optimizer": SGD_CONFIG, "learning_rate": None, "momentum": None},
                                     {"lr_boundaries": (5, 10), "controls": ("random_reinit", "random_prune")}])
 def test_from_dict_of_to_dict_through_json_is_the_same_config(values):
     config = C.override(C.ExperimentConfig(), **values)
@@ -345,7 +346,7 @@ def test_upgrade_renames_the_version_1_fields():
 def test_upgrade_of_a_version_1_dict_without_a_training_section():
     upgraded = C.upgrade({"model": {"name": "conv2"}}, 1)
     assert upgraded == {"model": {"model": "conv2"}, "training": {"jit_compile": False},
-                        "pruning": {"granularity": "weight", "score_batches": "first"}}
+                        "pruning": {"granularity": "weight", "score_batches": "first", "layer_rates": ()}}
 
 
 def test_upgrade_leaves_a_current_dict_alone():
