@@ -35,18 +35,22 @@ def _entry(granularity, round_index, kind, accuracy, b256, remaining=0.5):
             "size_bytes": 1000, "b1_vs_dense": 1.0, "b256_vs_dense": b256 / 1000.0, "size_vs_dense": 1.0, "seeds": len(accuracy)}
 
 
-def test_goals_pick_the_fastest_export_within_half_a_point_of_dense():
+def test_goals_pick_the_fastest_export_within_half_a_point_and_a_point_of_dense():
     record = {"entries": [
         _entry("weight", 0, "dense", [0.880, 0.882], 1000.0, 1.0),
         _entry("unit", 1, "compact", [0.880, 0.879], 600.0),
         _entry("unit", 2, "compact", [0.878, 0.876], 300.0),  # mean 87.7: 0.4 below dense, fastest
-        _entry("unit", 3, "compact", [0.870, 0.872], 150.0),  # 1.0 below: out
+        _entry("unit", 3, "compact", [0.872, 0.874], 150.0),  # 0.8 below: out at 0.5 points, in at 1
         _entry("weight", 1, "sparse", [0.860, 0.860], 900.0),  # every round too far below
     ]}
     goals = {(g["granularity"], g["kind"]): g["best"] for g in report_serving.goals(record)}
     assert goals[("unit", "compact")]["round"] == 2 and goals[("weight", "sparse")] is None
     text = report_serving.markdown(record)
     assert "unit / compact: round 2" in text and "weight / sparse: no round within 0.5 points" in text
+    within_one = {(g["granularity"], g["kind"]): g["best"] for g in report_serving.goals(record, 0.01)}
+    assert within_one[("unit", "compact")]["round"] == 3 and within_one[("weight", "sparse")] is None
+    one_point = text.split("## Reaching dense accuracy minus 1 point, fastest at batch 256")[1]
+    assert "unit / compact: round 3" in one_point and "weight / sparse: no round within 1 point of dense" in one_point
     assert text.count("\n| ") == 6  # the header and one row per export
 
 
