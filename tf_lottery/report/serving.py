@@ -139,6 +139,7 @@ def plot(record: dict, path: str, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     entries = record["entries"]
     dense = next(e for e in entries if e["round"] == 0 and e["kind"] == "dense")
@@ -161,6 +162,7 @@ def plot(record: dict, path: str, title: str) -> None:
                         linestyle="none", label="dense network (TFLite)")
         ax.axhline(100 * _mean(dense["accuracy"]) - 0.5, color="gray", linewidth=0.8, linestyle=":")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labels of 2x, 3x... overlapped
         ax.set_xlabel(label)
         ax.set_ylabel("early-stop test accuracy (%)")
         ax.grid(True, alpha=0.3)
