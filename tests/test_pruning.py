@@ -9,6 +9,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 import tf_lottery_models as zoo
+from tf_lottery import config as C
+from tf_lottery import strategies
 from tf_lottery.masking import pruning
 from tf_lottery.masking.tfmot import tfmot
 
@@ -48,7 +50,7 @@ def test_what_is_wrapped_and_how_masks_are_named():
     assert pruning.kernel_shapes(wrapped) == {"embed": (10, 4), "prunable": (5, 5), "block/inner": (5, 7), "out": (7, 3)}
     conv = pruning.wrap(zoo.get_builder("conv2")((28, 28, 1), seed=0))
     assert pruning.layer_kinds(conv) == {"conv1": "conv", "conv2": "conv", "fc1": "fc", "fc2": "fc", "output": "fc"}
-    assert pruning.layer_rates(conv, 0.2, 0.1, None) == {"conv1": 0.1, "conv2": 0.1, "fc1": 0.2, "fc2": 0.2, "output": 0.1}
+    assert strategies.layer_rates(C.PruningConfig(fc_rate=0.2, conv_rate=0.1), pruning.layer_kinds(conv)) == {"conv1": 0.1, "conv2": 0.1, "fc1": 0.2, "fc2": 0.2, "output": 0.1}
 
 
 def test_models_tf_mot_cannot_wrap_are_refused_in_one_line():

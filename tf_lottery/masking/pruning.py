@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Mapping, Optional
+from typing import Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -358,17 +358,6 @@ def count_pruned_nonzero(wrapped: keras.Model) -> int:
 def strip(wrapped: keras.Model) -> keras.Model:
     """The model without wrappers: pruned weights are 0 in plain layers."""
     return tfmot.sparsity.keras.strip_pruning(wrapped)
-
-
-def layer_rates(
-    wrapped: keras.Model, fc_rate: float, conv_rate: float, output_rate: Optional[float]
-) -> dict[str, float]:
-    """The per-round pruning rate of each masked weight: by kind, the output layer at half rate by default."""
-    kinds = layer_kinds(wrapped)
-    rates = {name: fc_rate if kind == "fc" else conv_rate for name, kind in kinds.items()}
-    out = output_layer_name(wrapped)
-    rates[out] = output_rate if output_rate is not None else rates[out] / 2.0
-    return rates
 
 
 def weights_remaining_all(wrapped: keras.Model, masks: Mapping[str, np.ndarray]) -> float:
