@@ -247,7 +247,7 @@ def main() -> None:
         "runs": {g: runs for g, runs in searches.items()},
         "granularities": {g: _granularity(runs[0]) for g, runs in searches.items()},  # label -> its runs' granularity
         "entries": entries,
-        "refused": refused,  # exports whose verification failed (outputs beyond 1e-5 of the ticket)
+        "refused": refused,  # exports whose verification failed (outputs beyond the tolerance, or a pruned weight non-zero)
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

@@ -173,6 +173,40 @@ def test_verify_reports_signature_sparsity_size_and_agreement(lenet_run, images,
     assert "fc1: sparse kernel (784, 300)" in report and "OK" in report
 
 
+def _verification(diff, scale, tflite=None):
+    return E.Verification(path="export", format="sparse", signature={"inputs": {}, "outputs": {}}, layers={}, size_bytes=0, tflite_bytes=None,
+                          examples=512, max_abs_diff=diff, tflite_max_abs_diff=tflite, warmup_records=0,
+                          reference="the model given", output_scale=scale)
+
+
+def test_the_difference_allowed_is_a_fraction_of_the_outputs_scale():
+    # A Conv-2 ticket's sparse export differed by 1.38e-5 on logits up to 13.5: the order of float32 sums.
+    assert _verification(1.38e-5, 13.5).ok and _verification(1.38e-5, 13.5).tolerance == pytest.approx(1.35e-4)
+    assert not _verification(1.38e-5, 0.9).ok  # outputs under 1 (probabilities): the plain 1e-5
+    assert _verification(1e-5, 0.9).ok and _verification(1e-6, None).tolerance == 1e-5
+    bad = _verification(2e-4, 13.5)
+    assert not bad.ok
+    assert bad.problem() == "logits differ from the model given by 2.00e-04 (tolerance 1.35e-04: 1e-05 of the largest |output|, 13.5)"
+    assert not _verification(1e-5, 13.5, tflite=3e-4).ok  # the TFLite file is held to the same bound
+    assert bad.report().endswith("FAILED (tolerance 1.35e-04: 1e-05 of the largest |output|, 13.5; pruned weights must be 0)")
+
+
+def test_a_weight_off_by_a_little_fails_the_check(lenet_run, images, tmp_path):
+    result = E.export_ticket(lenet_run, str(tmp_path / "s"), round=2, format="sparse", images=images)
+    ticket = E.load_ticket(lenet_run, 2)
+    check = E.verify(result.path, images=images, reference=ticket.wrapped)
+    logits = ticket.wrapped(images, training=False).numpy()
+    assert check.ok and check.output_scale == pytest.approx(float(np.max(np.abs(logits))))
+    # One surviving weight of fc2 moved by 0.01: the outputs move by far more than the tolerance.
+    layer = next(l for l in ticket.wrapped.layers if l.name.endswith("fc2"))
+    kernel = layer.layer.kernel
+    i, j = np.argwhere(ticket.masks["fc2"] == 1)[0]
+    kernel.assign(tf.tensor_scatter_nd_add(kernel, [[i, j]], [0.01]))
+    moved = E.verify(result.path, images=images, reference=ticket.wrapped)
+    assert not moved.ok and moved.max_abs_diff > moved.tolerance
+    assert moved.problem().startswith("logits differ from the model given by ")
+
+
 @pytest.mark.slow
 def test_cli_exports_then_verifies(lenet_run, tmp_path, capfd):
     base = str(tmp_path / "serving")
