@@ -26,7 +26,8 @@ mask_k or mask_k_random_prune; the mean over replicates, lo()/hi() their extreme
 percent of weights remaining,
 `entry(FILE; KEY=VALUE, ...; FIELD)` a field of the one entry of a JSON file's "entries" that matches
 (a benchmark's, e.g. reports/serving/*/data/serving.json; VALUE may be a range A..B; inside
-min()/max() every match counts; fractions in percent, a list of seeds by its mean), and
+min()/max() every match counts; fractions in percent, a list of seeds by its mean, lo()/hi() its
+lowest and highest seed), and
 `not data: WHY` exempts a figure that is no result (a version, a wall time). The figure must equal the
 expression rounded to the figure's own decimals, and appear, as written, in the text before the
 block; every decimal figure and every figure with a thousands separator in that text must be
@@ -54,7 +55,7 @@ METRICS = {"acc": ("early_stop_test_accuracy", 100.0), "final": ("test_accuracy"
 TERM = re.compile(r"^(?P<dir>[\w./-]+?)(?::(?P<branch>\w+))?(?:\.(?P<metric>acc|final|it))?"
                   r"@(?P<high>\d+(?:\.\d+)?)(?:\.\.(?P<low>\d+(?:\.\d+)?))?$")
 # Fields of benchmark entries that are fractions, quoted in percent.
-FRACTIONS = ("weights_remaining", "accuracy", "reinit_accuracy")
+FRACTIONS = ("weights_remaining", "accuracy", "reinit_accuracy", "dense_accuracy")
 # Figures in the text: decimals (87.37, 0.5) and thousands (8,200).
 FIGURE = re.compile(r"(?<![\w.,])\d{1,3}(?:,\d{3})+(?![\d,])|(?<![\w.])\d+\.\d+(?![\d.])")
 
@@ -104,7 +105,7 @@ class Data:
             raise ValueError(f"{term}: no level of {match['dir']} in that range")
         return out
 
-    def entries(self, call: str) -> list[float]:
+    def entries(self, call: str, aggregate=np.mean) -> list[float]:
         """The FIELD of every entry of FILE matching KEY=VALUE, ...: `FILE; KEY=VALUE, ...; FIELD`."""
         try:
             name, selection, field = (part.strip() for part in call.split(";"))
@@ -123,9 +124,9 @@ class Data:
         found = [e[field] for e in entries if all(matches(e, k, v) for k, v in wanted.items())]
         if not found:
             raise ValueError(f"entry({call}): no entry of {name} matches")
-        # Fractions in percent; a list (one value per seed) by its mean.
+        # Fractions in percent; a list (one value per seed) by its mean, or lo()/hi() its extremes.
         scale = 100.0 if field in FRACTIONS else 1.0
-        return [scale * float(np.mean(v)) for v in found]
+        return [scale * float(aggregate(v)) for v in found]
 
     def runs(self, name: str):
         if name not in self.loaded:
@@ -158,10 +159,11 @@ class Data:
         if replicate:
             extreme = np.min if replicate.group(1) == "lo" else np.max
             inner = replicate.group(2)
-            return self.many(inner, extreme) if inner.startswith("instability(") else self.values(inner, extreme)
+            nested = inner.startswith(("instability(", "copy_error(", "entry("))
+            return self.many(inner, extreme) if nested else self.values(inner, extreme)
         entry = re.match(r"^entry\((.*)\)$", term.strip())
         if entry:
-            return self.entries(entry.group(1))
+            return self.entries(entry.group(1), aggregate)
         barrier = re.match(r"^(instability|copy_error)\(([\w./-]+),\s*([\d|]+),\s*([\d|]+)(?:,\s*(\w+))?\)$",
                            term.strip())
         if barrier:
