@@ -413,6 +413,8 @@ def test_differing_fields_are_the_changed_result_fields(chosen):
     names = set(chosen)
     if {"granularity", "pruning_scope"} <= names:  # blocks are ranked within layers: no global scope with them
         names.discard("pruning_scope")
+    if {"layer_rates", "pruning_scope"} <= names:  # per-layer rates need a layer's own threshold: refused together
+        names.discard("pruning_scope")
     base = C.ExperimentConfig()
     other = C.override(base, **{n: CHANGED[n] for n in names})
     # score_batches decides nothing for base's magnitude pruning, so it never differs from base
