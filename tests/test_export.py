@@ -207,6 +207,18 @@ def test_a_weight_off_by_a_little_fails_the_check(lenet_run, images, tmp_path):
     assert moved.problem().startswith("logits differ from the model given by ")
 
 
+def test_without_its_run_the_tflite_file_is_held_against_the_saved_model(lenet_run, images, tmp_path):
+    run = str(tmp_path / "run")
+    shutil.copytree(lenet_run, run)
+    result = E.export_ticket(run, str(tmp_path / "s"), round=2, format="sparse", tflite=True, images=images)
+    shutil.rmtree(run)
+    check = E.verify(result.path, images=images)
+    assert check.reference.startswith("no reference: run directory") and check.max_abs_diff is None
+    assert check.ok and check.tflite_max_abs_diff <= check.tolerance and check.output_scale > 0
+    served = _logits(result.path, images)
+    assert check.output_scale == pytest.approx(float(np.max(np.abs(served))))
+
+
 @pytest.mark.slow
 def test_cli_exports_then_verifies(lenet_run, tmp_path, capfd):
     base = str(tmp_path / "serving")

@@ -136,13 +136,13 @@ def verify(
     def served(x):
         return signature(**{INPUT_NAME: tf.constant(x)})[output].numpy()
 
-    expected = None
-    if images is not None:
-        expected = _outputs(reference, images) if reference is not None else saved_model.predict(served, images)
-    diff = None
-    if reference is not None and expected is not None:
-        diff = float(np.max(np.abs(expected - saved_model.predict(served, images))))
     tflite_path = os.path.join(export_dir, TFLITE_FILE)
+    expected = diff = None  # what the export is held against: the reference's outputs, else (TFLite only) the SavedModel's
+    if images is not None and reference is not None:
+        expected = _outputs(reference, images)
+        diff = float(np.max(np.abs(expected - saved_model.predict(served, images))))
+    elif images is not None and os.path.exists(tflite_path):
+        expected = saved_model.predict(served, images)
     tflite_bytes = tflite_diff = tflite_sparse = None
     if os.path.exists(tflite_path):
         tflite_bytes = os.path.getsize(tflite_path)
